@@ -1,0 +1,14 @@
+"""avae: variational autoencoders that stay robust when images are rotated, sheared, scaled or attacked.
+
+>>> import avae
+>>> vae = avae.load("runs/vae-L8")                                   # any trained model
+>>> x, truth = avae.data.rotated(avae.data.load("mnist", split="test"), degrees=120)
+>>> result = avae.align(vae, x, pose="rotation")                      # per-image best loss and pose
+"""
+__version__ = "0.1.0"
+
+from avae import data, models, transforms  # noqa: E402
+from avae.errors import AvaeError  # noqa: E402
+from avae.train import TrainConfig, fit, load, save  # noqa: E402
+
+__all__ = ["AvaeError", "TrainConfig", "data", "fit", "load", "models", "save", "transforms", "__version__"]

@@ -1,0 +1,5 @@
+import sys
+
+from avae.cli import main
+
+sys.exit(main())

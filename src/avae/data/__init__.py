@@ -1,0 +1,27 @@
+"""Datasets for avae: MNIST and user files as (N, C, H, W) float32 images in [0, 1], plus
+seeded perturbations that also return the pose applied to each image.
+
+>>> train = load("mnist-embedded", split="train")          # 4,500 digits, padded to 40x40
+>>> test = load("mnist", split="test", data_dir="../shared/data/mnist")
+>>> x, truth = rotated(test, degrees=120, seed=0)
+
+Named datasets are listed in :data:`DATASETS`; any other name is a path to an IDX folder, a
+.npy/.npz array or a folder of PNG images. Errors a user can fix raise
+:class:`avae.errors.AvaeError`.
+"""
+from avae.data.download import download_mnist
+from avae.data.idx import read_idx, write_idx
+from avae.data.perturb import Perturbation, random_affine, rotated
+from avae.data.sources import DATASETS, Dataset, load
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "Perturbation",
+    "download_mnist",
+    "load",
+    "random_affine",
+    "read_idx",
+    "rotated",
+    "write_idx",
+]

@@ -1,0 +1,92 @@
+"""Seeded perturbations that return the images **and** the pose applied to each (ground truth).
+
+``truth.params`` are parameters of ``truth.pose`` (a :mod:`avae.transforms` family); the
+perturbed image is ``warp(x, truth.params, truth.pose)``, so ``truth.inverse_params()`` (or
+``inverse_warp``) is the oracle that undoes it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from avae.transforms import pose_family, warp
+
+
+@dataclass
+class Perturbation:
+    pose: str
+    params: torch.Tensor  # (N, P), radians and log-scales
+
+    @property
+    def degrees(self) -> torch.Tensor:
+        """Rotation angle of each image in degrees, (N,)."""
+        return torch.rad2deg(self.params[:, 0])
+
+    def inverse_params(self) -> torch.Tensor | None:
+        return pose_family(self.pose).inverse(self.params)
+
+
+def _images(data) -> torch.Tensor:
+    return data.images if hasattr(data, "images") else data
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def rotated(data, degrees=None, *, seed: int = 0):
+    """Rotate every image counter-clockwise.
+
+    degrees: a number (every image by that angle), a ``(low, high)`` range sampled uniformly per
+    image, or None for uniform in [0, 360). Returns ``(images, Perturbation)``.
+    """
+    x = _images(data)
+    n = x.shape[0]
+    if degrees is None:
+        degrees = (0.0, 360.0)
+    if isinstance(degrees, (tuple, list)):
+        low, high = map(float, degrees)
+        angles = low + (high - low) * torch.rand(n, generator=_generator(seed), dtype=torch.float64)
+    else:
+        angles = torch.full((n,), float(degrees), dtype=torch.float64)
+    params = torch.deg2rad(angles).float().unsqueeze(1)
+    return warp(x, params, "rotation"), Perturbation("rotation", params)
+
+
+def random_affine(
+    data,
+    *,
+    seed: int = 0,
+    max_rotation: float = 180.0,
+    max_shear: float = 55.0,
+    max_scale: float = 0.5,
+    max_translation: float = 0.0,
+):
+    """Random general affine perturbation, as section 4.4 of Bidart & Wong (2019).
+
+    Per image, uniformly: rotation in [-max_rotation, max_rotation] degrees, shear in
+    [-max_shear, max_shear] degrees, x- and y-scale each in [1 - max_scale, 1 + max_scale], and,
+    if ``max_translation`` > 0, a translation in [-t, t] (normalised units, 2 = image width).
+    Returns ``(images, Perturbation)`` with pose "affine" or "affine-translation".
+    """
+    x = _images(data)
+    n = x.shape[0]
+    g = _generator(seed)
+
+    def uniform(half_width):
+        return (2 * torch.rand(n, generator=g, dtype=torch.float64) - 1) * half_width
+
+    cols = [
+        uniform(math.radians(max_rotation)),
+        uniform(math.radians(max_shear)),
+        torch.log1p(uniform(max_scale)),
+        torch.log1p(uniform(max_scale)),
+    ]
+    pose = "affine"
+    if max_translation > 0:
+        cols += [uniform(max_translation), uniform(max_translation)]
+        pose = "affine-translation"
+    params = torch.stack(cols, 1).float()
+    return warp(x, params, pose), Perturbation(pose, params)

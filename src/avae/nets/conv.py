@@ -1,0 +1,52 @@
+"""The Affine VAE paper's convolutional encoder and decoder (Bidart & Wong 2019, appendix A.2,
+after Schott et al. 2018).
+
+Encoder: conv 32 (5x5) -> 32 (4x4, stride 2) -> 64 (3x3, stride 2) -> 16 (5x5), ELU and batch
+norm after the first three, then a linear layer to the posterior mean and log-variance.
+Decoder: linear -> transposed conv 32 (5x5) -> 16 (4x4, stride 2) -> 16 (4x4, stride 2) -> C (5x5),
+ELU and batch norm after the first three. Paddings keep any image size divisible by 4.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _block(conv: nn.Module, channels: int) -> nn.Sequential:
+    return nn.Sequential(conv, nn.BatchNorm2d(channels), nn.ELU())
+
+
+class ConvEncoder(nn.Module):
+    """(N, C, S, S) -> (N, out_features)."""
+
+    def __init__(self, channels: int, image_size: int, out_features: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            _block(nn.Conv2d(channels, 32, 5, padding=2), 32),
+            _block(nn.Conv2d(32, 32, 4, stride=2, padding=1), 32),
+            _block(nn.Conv2d(32, 64, 3, stride=2, padding=1), 64),
+            nn.Conv2d(64, 16, 5, padding=2),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(16 * (image_size // 4) ** 2, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class ConvDecoder(nn.Module):
+    """(N, in_features) -> (N, C, S, S) pre-activation outputs."""
+
+    def __init__(self, in_features: int, channels: int, image_size: int):
+        super().__init__()
+        self.side = image_size // 4
+        self.head = nn.Linear(in_features, 16 * self.side**2)
+        self.body = nn.Sequential(
+            _block(nn.ConvTranspose2d(16, 32, 5, padding=2), 32),
+            _block(nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1), 16),
+            _block(nn.ConvTranspose2d(16, 16, 4, stride=2, padding=1), 16),
+            nn.ConvTranspose2d(16, channels, 5, padding=2),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(self.head(z).view(-1, 16, self.side, self.side))
