@@ -16,6 +16,7 @@ from avae.errors import AvaeError
 _created_dirs: list[Path] = []
 
 
+
 def prepare_out(path: str | os.PathLike) -> Path:
     """Create ``--out`` (checking it is writable) and remember it for clean-up on failure."""
     out = Path(path)
@@ -98,20 +99,6 @@ def cmd_train(args) -> None:
     print(f"trained {args.model}: checkpoint, metrics.json and loss_curve.png in {out}")
 
 
-def parse_degrees(text: str) -> list[float]:
-    """'0:180:20' (inclusive range) or '0,45,90' -> list of angles in degrees."""
-    try:
-        if ":" in text:
-            start, stop, step = (float(v) for v in text.split(":"))
-            if step <= 0 or stop < start:
-                raise ValueError
-            count = int(round((stop - start) / step)) + 1
-            return [start + i * step for i in range(count) if start + i * step <= stop + 1e-9]
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise AvaeError(f"--degrees {text!r}: expected START:STOP:STEP (e.g. 0:180:20) or a list like 0,90,180") from None
-
-
 def _align_options(args) -> dict:
     return {"restarts": args.restarts, "steps": args.steps, "lr": args.lr, "grid": args.grid}
 
@@ -122,16 +109,30 @@ def _meta(args, data, **extra) -> dict:
     return {**provenance(), "checkpoint": str(args.checkpoint), "data": data.describe(), "seed": args.seed, **extra}
 
 
-def _inputs(args, split=None, limit=None):
-    """Checkpoint first, then data padded to the checkpoint's size, checked against it."""
+def _inputs(args, split=None, limit=None, option="--data"):
+    """Checkpoint first, then data padded to the checkpoint's size, checked against it.
+
+    ``option`` names the command-line option the images came from, for error messages.
+    """
     from avae.train import checkpoint
 
+    if limit is not None and limit < 1:
+        raise AvaeError(f"--images must be at least 1, got {limit}")
     model = checkpoint.load(args.checkpoint)
     if args.pad is None:
         args.pad = model.config.image_size
     data = _load_data(args, split, limit)
-    model.check_input(data.images, f"--data {args.data}")
+    model.check_input(data.images, f"{option} {args.data}")
     return model, data
+
+
+def _results_out(path) -> Path:
+    """An --out for results: never a training run's folder, whose metrics.json it would overwrite."""
+    from avae.train.checkpoint import FILENAME
+
+    if (Path(path) / FILENAME).exists():
+        raise AvaeError(f"--out {path}: holds a training run ({FILENAME}); write results to another folder")
+    return prepare_out(path)
 
 
 def cmd_evaluate(args) -> None:
@@ -139,7 +140,8 @@ def cmd_evaluate(args) -> None:
     from avae.report import affine as report
 
     model, data = _inputs(args, limit=args.images)
-    out = prepare_out(args.out) if args.out else None
+    degrees = evaluate.parse_degrees(args.degrees) if args.experiment == "rotation-sweep" else None
+    out = _results_out(args.out) if args.out else None
     meta = _meta(args, data)
     examples = data.images[:10]
     if args.experiment == "loss":
@@ -148,7 +150,7 @@ def cmd_evaluate(args) -> None:
         print(f"loss per image on {len(data)} {data.name} {data.split} images: {loss['mean']:.2f} ± {loss['sem']:.2f} (s.e.)")
         files = report.write_loss(summary, meta, out) if out else []
     elif args.experiment == "rotation-sweep":
-        result = evaluate.rotation_sweep(model, data, parse_degrees(args.degrees), align_options=_align_options(args),
+        result = evaluate.rotation_sweep(model, data, degrees, align_options=_align_options(args),
                                          seed=args.seed, progress=not args.quiet)
         s = result["summary"]
         print(f"mean loss over {len(s['degrees'])} angles: VAE {s['average_loss']['vae']:.2f}, AVAE "
@@ -175,8 +177,8 @@ def cmd_align(args) -> None:
     import numpy as np
 
     args.data, args.data_dir, args.normalize = args.images, None, False
-    model, data = _inputs(args, split="all")
-    out = prepare_out(args.out)
+    model, data = _inputs(args, split="all", option="--images")
+    out = _results_out(args.out)
     result = align(model, data.images, args.pose, seed=args.seed, progress=not args.quiet, **_align_options(args))
     from avae.transforms import pose_family
 
@@ -204,6 +206,51 @@ def cmd_align(args) -> None:
                                                "identity": result.identity_loss.mean().item()}})
     print(f"aligned {len(data)} images: mean loss {result.identity_loss.mean():.2f} -> {result.loss.mean():.2f}; "
           f"wrote poses.csv, aligned.npz, alignment.png, metrics.json to {out}")
+
+
+def cmd_demo(args) -> None:
+    """Rotation sweep of a VAE trained on upright embedded digits, on held-out embedded digits."""
+    from avae import data, evaluate
+    from avae.report import affine as report
+    from avae.report.provenance import provenance
+    from avae.train import TrainConfig, checkpoint, fit
+
+    degrees = evaluate.parse_degrees(args.degrees)
+    held_out = data.load("mnist-embedded", "val", seed=0, limit=args.images)
+    out = _results_out(args.out)
+    if args.train_epochs:
+        train = data.load("mnist-embedded", "train", seed=0)
+        model = fit("vae", {"latent": 8}, train, data.load("mnist-embedded", "val", seed=0),
+                    TrainConfig(epochs=args.train_epochs, seed=args.seed), out / "model", resume=True,
+                    progress=not args.quiet)
+        source = str(out / "model")
+    else:
+        source = str(checkpoint.pretrained("vae-L8"))
+        model = checkpoint.load(source)
+    options = {"restarts": args.restarts, "steps": args.steps, "lr": 0.01, "grid": False}
+    result = evaluate.rotation_sweep(model, held_out, degrees, align_options=options,
+                                     seed=args.seed, progress=not args.quiet)
+    meta = {**provenance(), "checkpoint": source, "data": held_out.describe(), "seed": args.seed, "preset": "demo"}
+    report.write_rotation_sweep(result, meta, out, model=model, examples=held_out.images[:10], align_options=options)
+    s = result["summary"]
+    print(f"mean loss over {len(s['degrees'])} angles on {len(held_out)} held-out digits: VAE "
+          f"{s['average_loss']['vae']:.2f} -> aligned {s['average_loss']['avae']:.2f} "
+          f"(-{100 * s['reduction_by_alignment']:.1f} %); report: {out / 'report.md'}")
+
+
+def cmd_reproduce(args) -> None:
+    from avae.evaluate.reproduce import PRESETS, reproduce_affine_vae
+
+    data_dir = args.data_dir or os.environ.get("AVAE_DATA_DIR")
+    if not data_dir:
+        raise AvaeError("--data-dir: the MNIST test set is needed (an IDX dir, e.g. ../shared/data/mnist); "
+                        "pass --data-dir or set AVAE_DATA_DIR")
+    out = prepare_out(args.out)
+    summary = reproduce_affine_vae(PRESETS[args.preset], out, data_dir=data_dir, seed=args.seed,
+                                   progress=not args.quiet)
+    for row in summary["table1"]:
+        print(f"{row['model']:<48} {row['average loss']:8.2f}")
+    print(f"report: {out / 'report.md'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,6 +299,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_align_options(p)
     _add_common(p)
     p.set_defaults(func=cmd_align)
+    p = sub.add_parser("reproduce", help="reproduce a paper's experiments: affine-vae")
+    p.add_argument("paper", choices=["affine-vae"])
+    p.add_argument("--preset", choices=["quick", "standard", "paper"], default="quick",
+                   help="quick: smoke test (<15 min on 2 cores); standard: all data here; paper: the paper's settings (GPU)")
+    p.add_argument("--data-dir", default=None, help="MNIST IDX dir with the test set (or AVAE_DATA_DIR)")
+    p.add_argument("--out", required=True, help="results and models (reused when run again)")
+    _add_common(p)
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("demo", help="the Affine VAE in a few minutes: rotation sweep on held-out digits")
+    p.add_argument("--out", default="demo")
+    p.add_argument("--images", type=int, default=100, help="held-out embedded digits to sweep (default 100)")
+    p.add_argument("--degrees", default="0:180:30")
+    p.add_argument("--restarts", type=int, default=30)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--train-epochs", type=int, default=0,
+                   help="train a fresh VAE for N epochs instead of loading the one avae ships")
+    _add_common(p)
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

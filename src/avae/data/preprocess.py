@@ -60,17 +60,19 @@ def _to_nchw(x: np.ndarray, source: str) -> np.ndarray:
     )
 
 
-def pad_to(images: torch.Tensor, size: int | None) -> torch.Tensor:
+def pad_to(images: torch.Tensor, size: int | None, source: str | None = None) -> torch.Tensor:
     """Zero-pad (N, C, H, W) images symmetrically to size x size; ``None`` leaves them as they are.
 
     The paper pads 28x28 digits to 40x40 so that a rotated digit keeps its corners. An odd
-    margin puts the extra row or column at the bottom or right.
+    margin puts the extra row or column at the bottom or right. ``source`` (a file path or
+    dataset name), if given, is named in the error.
     """
     if size is None:
         return images
     height, width = images.shape[-2:]
     if height > size or width > size:
-        raise AvaeError(f"pad_to={size}: images are {height}x{width}, larger than the size to pad to")
+        where = f"{source}: " if source else ""
+        raise AvaeError(f"{where}pad_to={size}: images are {height}x{width}, larger than the size to pad to")
     top, left = (size - height) // 2, (size - width) // 2
     return F.pad(images, (left, size - width - left, top, size - height - top))
 

@@ -105,7 +105,7 @@ def load(
             f"(an IDX folder, a .npy or .npz file, or a folder of PNG images)"
         )
 
-    x = preprocess.pad_to(preprocess.to_unit_float(images, source), pad_to)
+    x = preprocess.pad_to(preprocess.to_unit_float(images, source), pad_to, source)
     normalization = None
     if normalize:
         normalization = (preprocess.MNIST_MEAN, preprocess.MNIST_STD)

@@ -11,12 +11,27 @@ import torch
 from tqdm.auto import tqdm
 
 from avae.align import align
+from avae.errors import AvaeError
 from avae.data.perturb import Perturbation, random_affine, rotated
 from avae.models.affine_vae import AffineVAE
 from avae.train.loop import mean_and_sem, per_image_loss
 from avae.transforms import pose_family
 
 METHODS = ("vae", "avae", "oracle")
+
+
+def parse_degrees(text: str) -> list[float]:
+    """'0:180:20' (inclusive range) or '0,45,90' -> list of angles in degrees."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(v) for v in text.split(":"))
+            if step <= 0 or stop < start:
+                raise ValueError
+            count = int(round((stop - start) / step)) + 1
+            return [start + i * step for i in range(count) if start + i * step <= stop + 1e-9]
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise AvaeError(f"--degrees {text!r}: expected START:STOP:STEP (e.g. 0:180:20) or a list like 0,90,180") from None
 
 
 @torch.no_grad()

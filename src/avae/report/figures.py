@@ -89,3 +89,32 @@ def lines_with_error(
     if note:
         fig.text(0.01, -0.02, note, fontsize=7, color="0.35", ha="left", va="top", wrap=True)
     return _save(fig, path)
+
+
+def pose_histograms(angles, epochs, labels, classes, shown_epochs, path, title: str = "") -> Path:
+    """Histograms of optimised training angles: one row per class, one column per epoch shown.
+
+    angles (E, N) degrees in [0, 360); epochs (E,) 1-based; labels (N,).
+    """
+    angles, epochs, labels = np.asarray(angles), np.asarray(epochs), np.asarray(labels)
+    rows, cols = len(classes), len(shown_epochs)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols + 0.6, 1.25 * rows + 0.6), squeeze=False,
+                             sharex=True)
+    bins = np.linspace(0, 360, 37)
+    for r, c in enumerate(classes):
+        for k, e in enumerate(shown_epochs):
+            ax = axes[r, k]
+            a = angles[list(epochs).index(e)][labels == c]
+            ax.hist(a[np.isfinite(a)], bins=bins, color=f"C{r % 10}", alpha=0.85)
+            ax.set_yticks([])
+            ax.set_xticks([0, 90, 180, 270, 360])
+            if r == 0:
+                ax.set_title(f"epoch {e}", fontsize=9)
+            if k == 0:
+                ax.set_ylabel(f'"{c}"', rotation=0, ha="right", va="center", fontsize=10)
+    for ax in axes[-1]:
+        ax.set_xlabel("optimised angle (deg)", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

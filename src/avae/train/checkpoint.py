@@ -16,6 +16,16 @@ from avae.io import atomic_path, write_json
 FORMAT = "avae-checkpoint"
 FORMAT_VERSION = 1
 FILENAME = "checkpoint.pt"
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+def pretrained(name: str = "vae-L8") -> Path:
+    """Run directory of a model that ships with avae (see ``avae/pretrained/README.md``)."""
+    path = PRETRAINED_DIR / name
+    if not (path / FILENAME).is_file():
+        shipped = sorted(p.name for p in PRETRAINED_DIR.glob("*") if (p / FILENAME).is_file())
+        raise AvaeError(f"no pretrained model '{name}' in {PRETRAINED_DIR}; shipped: {', '.join(shipped) or 'none'}")
+    return path
 
 
 def checkpoint_path(path: str | Path) -> Path:

@@ -1,6 +1,12 @@
-"""Training regimes: what each batch looks like before the gradient step.
+"""Training regimes: strategies that say what loss each batch contributes.
 
-One loop (:func:`avae.train.loop.fit`) serves them all; a regime only rewrites the batch.
+One loop (:func:`avae.train.loop.fit`) serves them all (Bidart & Wong 2019, section 4.3):
+
+* ``plain``: single orientation (X_sub), the digits as they are;
+* ``random-rotation``: random perturbations (X_full), each image turned by a fresh uniform angle;
+* ``transform-optimized``: X_full, and before each gradient step the pose of every image is
+  optimised with :func:`avae.align.align` (section 3.3); the step then minimises the Affine VAE
+  loss at those poses, so the model only has to learn a canonical subset of poses.
 """
 from __future__ import annotations
 
@@ -12,29 +18,75 @@ from avae.errors import AvaeError
 from avae.transforms import warp
 
 
-class Plain:
-    """Single orientation (the paper's X_sub): train on the digits as they are."""
+def _random_angles(n: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, 1, generator=generator) * (2 * math.pi)
 
+
+class Plain:
     name = "plain"
 
-    def prepare(self, model, x, index, epoch, generator):
-        return x
+    def loss(self, model, x, index, epoch, generator):
+        return model.loss(x, sample=True)["loss"]
 
 
 class RandomRotation:
-    """Random perturbations (X_full): each image turned by a fresh uniform angle in [0, 360)."""
-
     name = "random-rotation"
 
-    def prepare(self, model, x, index, epoch, generator):
-        angles = torch.rand(x.shape[0], 1, generator=generator) * (2 * math.pi)
-        return warp(x, angles.to(x.device), "rotation")
+    def loss(self, model, x, index, epoch, generator):
+        return model.loss(warp(x, _random_angles(x.shape[0], generator), "rotation"), sample=True)["loss"]
 
 
-REGIMES = {"plain": Plain, "random-rotation": RandomRotation}
+class TransformOptimized:
+    """Pose search on every batch (paper: 20 restarts, 10 Adam steps), then a step on the weights.
+
+    Records, per epoch, the canonical angle of every training image: the random rotation it was
+    given plus the optimised pose, in degrees [0, 360), for the per-class histograms (Figs. 7, 8).
+    """
+
+    name = "transform-optimized"
+
+    def __init__(self, n_images: int, restarts: int = 20, steps: int = 10, lr: float = 0.01):
+        self.restarts, self.steps, self.lr = restarts, steps, lr
+        self.angles: dict[int, torch.Tensor] = {}
+        self.n_images = n_images
+
+    def loss(self, model, x, index, epoch, generator):
+        from avae.align import align
+        from avae.models.affine_vae import AffineVAE
+
+        shift = _random_angles(x.shape[0], generator)
+        shifted = warp(x, shift, "rotation")
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        found = align(model, shifted, "rotation", restarts=self.restarts, steps=self.steps, lr=self.lr, seed=seed)
+        record = self.angles.setdefault(epoch, torch.full((self.n_images,), float("nan")))
+        record[index] = torch.rad2deg(shift[:, 0] + found.pose[:, 0]).remainder(360.0)
+        return AffineVAE(model, "rotation").loss(shifted, found.pose, sample=True)["loss"]
+
+    def state_dict(self) -> dict:
+        return {"angles": {str(k): v for k, v in self.angles.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.angles = {int(k): v for k, v in state["angles"].items()}
+
+    def write_artifacts(self, out, train_data) -> None:
+        """``pose_angles.npz``: ``angles`` (epochs x images, degrees), ``epochs``, ``labels``."""
+        import numpy as np
+
+        from avae.io import atomic_path
+
+        epochs = sorted(self.angles)
+        with atomic_path(out / "pose_angles.npz") as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, angles=torch.stack([self.angles[e] for e in epochs]).numpy(),
+                                epochs=np.array(epochs) + 1, labels=train_data.labels.numpy())
 
 
-def make_regime(name: str, **options):
-    if name not in REGIMES:
-        raise AvaeError(f"unknown training regime '{name}': expected one of {', '.join(REGIMES)}")
-    return REGIMES[name](**options)
+REGIMES = {"plain": Plain, "random-rotation": RandomRotation, "transform-optimized": TransformOptimized}
+
+
+def make_regime(config, n_images: int = 0):
+    """The regime a :class:`~avae.train.loop.TrainConfig` names."""
+    if config.regime not in REGIMES:
+        raise AvaeError(f"unknown training regime '{config.regime}': expected one of {', '.join(REGIMES)}")
+    if config.regime == "transform-optimized":
+        return TransformOptimized(n_images, config.pose_restarts, config.pose_steps, config.pose_lr)
+    return REGIMES[config.regime]()
