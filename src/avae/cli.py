@@ -57,10 +57,18 @@ def _add_data_options(p: argparse.ArgumentParser, split: str) -> None:
 
 def _add_align_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("alignment (defaults: the paper's evaluation setting)")
-    g.add_argument("--restarts", type=int, default=30, help="candidate poses per image (identity included)")
+    g.add_argument("--method", choices=["search", "coarse-to-fine", "amortized", "stn"], default="search",
+                   help="search: random restarts (paper); coarse-to-fine: rotation grids; amortized: a pose "
+                        "network's top-k guesses; stn: the pose network alone (baseline)")
+    g.add_argument("--restarts", type=int, default=30, help="search: candidate poses per image (identity included)")
     g.add_argument("--steps", type=int, default=20, help="Adam refinement steps")
     g.add_argument("--lr", type=float, default=0.01, help="Adam learning rate for the pose")
-    g.add_argument("--grid", action="store_true", help="rotation: evenly spaced candidates instead of random")
+    g.add_argument("--grid", action="store_true", help="search, rotation: evenly spaced candidates instead of random")
+    g.add_argument("--levels", default="8,4,4", help="coarse-to-fine: candidates per level (default 8,4,4)")
+    g.add_argument("--pose-net", default=None,
+                   help="amortized/stn: a pose network (default: pose-net-POSE.pt beside the checkpoint)")
+    g.add_argument("--top-k", type=int, default=2, help="amortized: guesses per image")
+    g.add_argument("--patience", type=int, default=None, help="stop refining an image after N steps without gain")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -99,8 +107,25 @@ def cmd_train(args) -> None:
     print(f"trained {args.model}: checkpoint, metrics.json and loss_curve.png in {out}")
 
 
-def _align_options(args) -> dict:
-    return {"restarts": args.restarts, "steps": args.steps, "lr": args.lr, "grid": args.grid}
+def _align_options(args, pose: str) -> dict:
+    """Keyword arguments of avae.align.align from the command line; loads the pose network."""
+    try:
+        levels = tuple(int(v) for v in args.levels.split(","))
+    except ValueError:
+        raise AvaeError(f"--levels {args.levels!r}: expected counts separated by commas, e.g. 8,4,4") from None
+    options = {"method": args.method, "restarts": args.restarts, "steps": args.steps, "lr": args.lr,
+               "grid": args.grid, "levels": levels, "top_k": args.top_k, "patience": args.patience}
+    if args.method in ("amortized", "stn"):
+        from avae.train import checkpoint
+
+        path = args.pose_net or checkpoint.checkpoint_path(args.checkpoint).parent / f"pose-net-{pose}.pt"
+        options["pose_net"] = checkpoint.load(path, expect="pose-net")
+    return options
+
+
+def _search_only(options: dict) -> dict:
+    """The paper search with the same budget, for example figures (which need no pose network)."""
+    return {"restarts": options["restarts"], "steps": options["steps"], "lr": options["lr"]}
 
 
 def _meta(args, data, **extra) -> dict:
@@ -150,27 +175,30 @@ def cmd_evaluate(args) -> None:
         print(f"loss per image on {len(data)} {data.name} {data.split} images: {loss['mean']:.2f} ± {loss['sem']:.2f} (s.e.)")
         files = report.write_loss(summary, meta, out) if out else []
     elif args.experiment == "rotation-sweep":
-        result = evaluate.rotation_sweep(model, data, degrees, align_options=_align_options(args),
-                                         seed=args.seed, progress=not args.quiet)
+        options = _align_options(args, "rotation")
+        result = evaluate.rotation_sweep(model, data, degrees, align_options=options, seed=args.seed,
+                                         progress=not args.quiet)
         s = result["summary"]
         print(f"mean loss over {len(s['degrees'])} angles: VAE {s['average_loss']['vae']:.2f}, AVAE "
               f"{s['average_loss']['avae']:.2f}, oracle {s['average_loss']['oracle']:.2f} "
               f"(alignment: -{100 * s['reduction_by_alignment']:.1f} %)")
         files = report.write_rotation_sweep(result, meta, out, model=model, examples=examples,
-                                            align_options=_align_options(args)) if out else []
+                                            align_options=_search_only(options)) if out else []
     else:
-        result = evaluate.affine_perturbation(model, data, align_options=_align_options(args), seed=args.seed)
+        options = _align_options(args, "affine")
+        result = evaluate.affine_perturbation(model, data, align_options=options, seed=args.seed)
         s = result["summary"]
         print(f"random affine perturbations: VAE {s['mean_loss']['vae']:.2f}, AVAE {s['mean_loss']['avae']:.2f}, "
               f"oracle {s['mean_loss']['oracle']:.2f} (alignment: -{100 * s['reduction_by_alignment']:.1f} %)")
         files = report.write_affine(result, meta, out, model=model, examples=examples,
-                                    align_options=_align_options(args)) if out else []
+                                    align_options=_search_only(options)) if out else []
     if out:
         print(f"wrote {', '.join(files)} to {out}")
 
 
 def cmd_align(args) -> None:
     from avae.align import align
+    from avae.evaluate.affine import describe_options
     from avae.report.figures import image_rows
     from avae.report.tables import write_csv
     from avae.io import atomic_path, write_json
@@ -179,7 +207,8 @@ def cmd_align(args) -> None:
     args.data, args.data_dir, args.normalize = args.images, None, False
     model, data = _inputs(args, split="all", option="--images")
     out = _results_out(args.out)
-    result = align(model, data.images, args.pose, seed=args.seed, progress=not args.quiet, **_align_options(args))
+    options = _align_options(args, args.pose)
+    result = align(model, data.images, args.pose, seed=args.seed, progress=not args.quiet, **options)
     from avae.transforms import pose_family
 
     family = pose_family(args.pose)
@@ -201,11 +230,31 @@ def cmd_align(args) -> None:
     image_rows({"input": data.images[:k], "aligned": result.aligned[:k], "reconstruction": result.reconstruction[:k]},
                out / "alignment.png", title=f"pose '{args.pose}': input, aligned input, reconstruction",
                column_labels=[f"{d:.0f}°" for d in result.degrees[:k].tolist()])
-    write_json(out / "metrics.json", {**_meta(args, data), "pose": args.pose, "align": _align_options(args),
+    write_json(out / "metrics.json", {**_meta(args, data), "pose": args.pose, "align": describe_options(options),
                                       "loss": {"aligned": result.loss.mean().item(),
                                                "identity": result.identity_loss.mean().item()}})
     print(f"aligned {len(data)} images: mean loss {result.identity_loss.mean():.2f} -> {result.loss.mean():.2f}; "
           f"wrote poses.csv, aligned.npz, alignment.png, metrics.json to {out}")
+
+
+def cmd_train_pose_net(args) -> None:
+    """Amortized alignment: fit a pose network to the model's own alignments of training digits."""
+    from avae.align.amortized import train_pose_net
+    from avae.io import write_json
+    from avae.report.provenance import provenance
+    from avae.train import checkpoint
+
+    model = checkpoint.load(args.checkpoint)
+    args.pad = model.config.image_size
+    data = _load_data(args, "train", limit=args.digits)
+    model.check_input(data.images, f"--data {args.data}")
+    target = Path(args.out) if args.out else checkpoint.checkpoint_path(args.checkpoint).parent / f"pose-net-{args.pose}.pt"
+    prepare_out(target.parent)
+    net, info = train_pose_net(model, data.images, args.pose, iterations=args.iterations, seed=args.seed,
+                               progress=not args.quiet)
+    checkpoint.save(net, target, training=info, data=data.describe())
+    write_json(target.with_suffix(".json"), {**provenance(), **info, "data": data.describe(), "checkpoint": str(args.checkpoint)})
+    print(f"pose network for '{args.pose}' written to {target} (use --method amortized)")
 
 
 def cmd_demo(args) -> None:
@@ -299,6 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_align_options(p)
     _add_common(p)
     p.set_defaults(func=cmd_align)
+    p = sub.add_parser("train-pose-net", help="amortized alignment: learn to predict the model's own poses")
+    p.add_argument("--checkpoint", required=True, help="the model whose alignments to learn")
+    p.add_argument("--pose", choices=["rotation", "affine", "affine-translation"], default="rotation")
+    p.add_argument("--digits", type=int, default=2000, help="training digits searched once each (default 2000)")
+    p.add_argument("--iterations", type=int, default=3000)
+    p.add_argument("--out", default=None, help="file to write (default: pose-net-POSE.pt beside the checkpoint)")
+    _add_data_options(p, "train")
+    _add_common(p)
+    p.set_defaults(func=cmd_train_pose_net)
+
     p = sub.add_parser("reproduce", help="reproduce a paper's experiments: affine-vae")
     p.add_argument("paper", choices=["affine-vae"])
     p.add_argument("--preset", choices=["quick", "standard", "paper"], default="quick",

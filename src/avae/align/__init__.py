@@ -1,11 +1,22 @@
-"""Test-time pose search (Bidart & Wong 2019, section 3.2), batched and honest per image.
+"""Test-time pose search (Bidart & Wong 2019, section 3.2): one routine, several methods.
 
-For every image: K candidate poses (random restarts, or for rotation an evenly spaced grid)
-scored in batched forward passes without gradients; the best kept; then Adam refinement of all
-images at once, keeping each image's best loss seen (the original code tracks a batch total).
-The identity pose is always one of the candidates, so an image's aligned loss is never above its
-identity-pose loss. The candidate set is drawn once from ``seed`` and shared by all images, so
-an image's result does not depend on which other images share its batch.
+Every method proposes candidate poses per image, scores them in batched no-grad passes, keeps the
+best, and refines it with Adam; each image keeps the best loss it has seen (the original code
+tracks a batch total). Methods differ only in where candidates come from:
+
+* ``search`` (default, the paper's): the identity plus K-1 random poses (or, with ``grid``, K
+  evenly spaced angles), shared by all images;
+* ``coarse-to-fine`` (rotation): an even grid, then finer grids around each image's best;
+* ``amortized``: the identity plus the top-k poses a trained :class:`~avae.nets.pose.PoseNet`
+  predicts for each image;
+* ``stn``: the pose network's single best guess, nothing else (a baseline: it can be worse than
+  the identity, the failure mode of a bare spatial transformer).
+
+Except ``stn``, the identity is always a candidate, so an image's aligned loss is never above its
+identity-pose loss; random candidates are drawn once from ``seed`` and shared, so an image's
+result does not depend on which other images share its batch. ``init`` adds per-image warm-start
+candidates (transformation-optimized training uses the last epoch's poses). ``patience`` stops
+refining an image once its loss has not improved for that many steps.
 """
 from __future__ import annotations
 
@@ -18,6 +29,8 @@ from tqdm.auto import tqdm
 from avae.errors import AvaeError
 from avae.models.affine_vae import AffineVAE
 from avae.transforms import PoseFamily
+
+METHODS = ("search", "coarse-to-fine", "amortized", "stn")
 
 # Ranges of the random restarts, per parameter (uniform). Angles cover the full circle.
 RESTART_RANGES = {
@@ -37,7 +50,7 @@ class AlignResult:
     pose: torch.Tensor  # (N, P) pose parameters that reached it
     aligned: torch.Tensor  # (N, C, H, W) the input moved by the pose (what the model encodes)
     reconstruction: torch.Tensor  # (N, C, H, W) reconstruction in the input's frame
-    identity_loss: torch.Tensor  # (N,) loss at the identity pose
+    identity_loss: torch.Tensor  # (N,) loss at the identity pose (NaN for ``stn``, which never scores it)
     pose_family: str
 
     @property
@@ -64,42 +77,94 @@ def candidate_poses(family: PoseFamily, restarts: int, *, grid: bool = False, se
     return torch.cat([family.identity(1), random])
 
 
+class _Best:
+    """Each image's best loss so far, with its pose and outputs (so no pass is spent re-computing them)."""
+
+    def __init__(self, x: torch.Tensor, n_params: int):
+        n = x.shape[0]
+        self.loss = torch.full((n,), float("inf"))
+        self.pose = torch.zeros(n, n_params)
+        self.aligned = torch.zeros_like(x)
+        self.reconstruction = torch.zeros_like(x)
+
+    def offer(self, rows: torch.Tensor, loss, pose, aligned, reconstruction) -> None:
+        better = loss < self.loss[rows]
+        idx = rows[better]
+        self.loss[idx] = loss[better]
+        self.pose[idx] = pose[better]
+        self.aligned[idx] = aligned[better]
+        self.reconstruction[idx] = reconstruction[better]
+
+
 @torch.no_grad()
-def score_candidates(avae: AffineVAE, x: torch.Tensor, candidates: torch.Tensor, chunk: int = 4096):
-    """Losses (N, K) of every image under every candidate pose, in batched no-grad passes."""
-    n, k = x.shape[0], candidates.shape[0]
+def score_candidates(avae: AffineVAE, x: torch.Tensor, candidates: torch.Tensor, best: _Best | None = None,
+                     chunk: int = 4096) -> torch.Tensor:
+    """Losses (N, K) of every image under every candidate: ``candidates`` is (K, P), shared, or
+    (N, K, P), per image. Offers every scored pose to ``best``."""
+    n = x.shape[0]
+    if candidates.ndim == 2:
+        candidates = candidates.unsqueeze(0).expand(n, -1, -1)
+    k = candidates.shape[1]
     losses = torch.empty(n, k)
-    per_chunk = max(1, chunk // max(n, 1))  # candidates per pass
+    per_chunk = max(1, chunk // max(n, 1))
+    rows = torch.arange(n)
     for start in range(0, k, per_chunk):
-        cand = candidates[start : start + per_chunk]
-        xs = x.repeat(cand.shape[0], 1, 1, 1)
-        ps = cand.repeat_interleave(n, dim=0)
-        losses[:, start : start + cand.shape[0]] = avae.loss(xs, ps)["loss"].view(cand.shape[0], n).T
+        cand = candidates[:, start : start + per_chunk]  # (N, c, P)
+        c = cand.shape[1]
+        ps = cand.transpose(0, 1).reshape(c * n, -1)
+        out = avae.loss(x.repeat(c, 1, 1, 1), ps)
+        grid = out["loss"].view(c, n)
+        losses[:, start : start + c] = grid.T
+        if best is not None:  # one offer per image: its best candidate of this chunk
+            chosen = grid.argmin(0) * n + rows
+            best.offer(rows, out["loss"][chosen], ps[chosen], out["aligned"][chosen], out["reconstruction"][chosen])
     return losses
 
 
-def refine(avae: AffineVAE, x: torch.Tensor, init: torch.Tensor, init_loss: torch.Tensor, steps: int, lr: float):
-    """Adam on the poses of all images at once; returns each image's best (loss, pose)."""
-    best_loss, best_pose = init_loss.clone(), init.clone()
+def refine(avae: AffineVAE, x: torch.Tensor, best: _Best, steps: int, lr: float, patience: int | None = None) -> None:
+    """Adam on the poses of all images at once, starting from each image's best; updates ``best``.
+
+    Adam is written out so that images whose loss stopped improving (``patience`` steps) can leave
+    the batch and cost nothing more; its update is torch.optim.Adam's, element by element.
+    """
     if steps <= 0:
-        return best_loss, best_pose
-    params = init.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([params], lr=lr)
-    for _ in range(steps):
-        loss = avae.loss(x, params)["loss"]
+        return
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    active = torch.arange(x.shape[0])
+    params = best.pose.clone()
+    m, v = torch.zeros_like(params), torch.zeros_like(params)
+    stale = torch.zeros(x.shape[0], dtype=torch.long)
+    for t in range(1, steps + 2):
+        p = params[active].requires_grad_(True)
+        out = avae.loss(x[active], p)
+        loss = out["loss"]
         with torch.no_grad():
-            better = loss < best_loss
-            best_loss = torch.where(better, loss, best_loss)
-            best_pose[better] = params[better]
-        (grad,) = torch.autograd.grad(loss.sum(), params)
-        params.grad = grad
-        optimizer.step()
-    with torch.no_grad():  # the pose after the last step has not been scored yet
-        loss = avae.loss(x, params)["loss"]
-        better = loss < best_loss
-        best_loss = torch.where(better, loss, best_loss)
-        best_pose[better] = params[better]
-    return best_loss, best_pose.detach()
+            improved = loss < best.loss[active] * (1 - 1e-4)
+            best.offer(active, loss.detach(), p.detach(), out["aligned"], out["reconstruction"])
+            stale[active] = torch.where(improved, 0, stale[active] + 1)
+        if t == steps + 1:  # the last update has been scored
+            break
+        (grad,) = torch.autograd.grad(loss.sum(), p)
+        with torch.no_grad():
+            m[active] = beta1 * m[active] + (1 - beta1) * grad
+            v[active] = beta2 * v[active] + (1 - beta2) * grad.pow(2)
+            step = lr * (m[active] / (1 - beta1**t)) / ((v[active] / (1 - beta2**t)).sqrt() + eps)
+            params[active] = params[active] - step
+        if patience is not None:
+            active = active[stale[active] < patience]
+            if active.numel() == 0:
+                break
+
+
+def _coarse_to_fine(avae: AffineVAE, x: torch.Tensor, levels: tuple[int, ...], best: _Best) -> None:
+    """Rotation: an even grid of ``levels[0]`` angles, then ``levels[j]`` angles inside the sector
+    around each image's best, each level narrowing the sector."""
+    spacing = 2 * math.pi / levels[0]
+    score_candidates(avae, x, candidate_poses(avae.family, levels[0], grid=True), best)
+    for count in levels[1:]:
+        offsets = torch.linspace(-spacing / 2, spacing / 2, count + 2)[1:-1]
+        score_candidates(avae, x, (best.pose[:, :1] + offsets).unsqueeze(-1), best)
+        spacing = spacing / (count + 1)
 
 
 def align(
@@ -107,20 +172,36 @@ def align(
     x: torch.Tensor,
     pose: str | PoseFamily = "rotation",
     *,
+    method: str = "search",
     restarts: int = 30,
     steps: int = 20,
     lr: float = 0.01,
     grid: bool = False,
+    levels: tuple[int, ...] = (8, 4, 4),
+    pose_net=None,
+    top_k: int = 2,
+    init: torch.Tensor | None = None,
+    patience: int | None = None,
     seed: int = 0,
     batch_size: int = 256,
     progress: bool = False,
 ) -> AlignResult:
-    """Find, per image, the pose that minimises the model's loss (paper defaults: 30 restarts,
-    20 Adam steps at lr 0.01, deterministic encoding). ``model`` is any :mod:`avae.models` model
-    (or an :class:`AffineVAE`); its weights are not changed.
+    """Find, per image, the pose that minimises the model's loss. Defaults are the paper's
+    evaluation setting (30 restarts, 20 Adam steps at lr 0.01, deterministic encoding). ``model``
+    is any :mod:`avae.models` model (or an :class:`AffineVAE`); its weights are not changed.
     """
+    if method not in METHODS:
+        raise AvaeError(f"unknown alignment method '{method}': expected one of {', '.join(METHODS)}")
     avae = model if isinstance(model, AffineVAE) else AffineVAE(model, pose)
     family = avae.family
+    if method in ("amortized", "stn"):
+        if pose_net is None:
+            raise AvaeError(f"method '{method}' needs a trained pose network (--pose-net, see `avae train-pose-net`)")
+        if pose_net.family.name != family.name:
+            raise AvaeError(f"the pose network predicts '{pose_net.family.name}' poses, but pose '{family.name}' was asked for")
+        pose_net.eval()
+    if method == "coarse-to-fine" and family.name != "rotation":
+        raise AvaeError(f"method 'coarse-to-fine' needs pose 'rotation', got '{family.name}'")
     inner = avae.model
     inner.check_input(x)
     was_training = inner.training
@@ -128,18 +209,28 @@ def align(
     requires = [p.requires_grad for p in inner.parameters()]
     for p in inner.parameters():
         p.requires_grad_(False)
-    candidates = candidate_poses(family, restarts, grid=grid, seed=seed)
+    shared = candidate_poses(family, restarts, grid=grid, seed=seed) if method == "search" else family.identity(1)
     parts = []
     try:
         for start in tqdm(range(0, x.shape[0], batch_size), desc="aligning", unit="batch",
                           disable=None if progress else True, leave=False):
             xb = x[start : start + batch_size]
-            scores = score_candidates(avae, xb, candidates)
-            best_loss, best_k = scores.min(dim=1)
-            loss, params = refine(avae, xb, candidates[best_k], best_loss, steps, lr)
-            with torch.no_grad():
-                final = avae.loss(xb, params)
-            parts.append((loss, params, final["aligned"], final["reconstruction"], scores[:, 0]))
+            best = _Best(xb, family.n_params)
+            if method == "stn":
+                with torch.no_grad():
+                    score_candidates(avae, xb, pose_net.predict(xb, 1), best)
+                identity = torch.full((xb.shape[0],), float("nan"))
+            else:
+                identity = score_candidates(avae, xb, shared, best)[:, 0]
+                if method == "coarse-to-fine":
+                    _coarse_to_fine(avae, xb, levels, best)
+                elif method == "amortized":
+                    with torch.no_grad():
+                        score_candidates(avae, xb, pose_net.predict(xb, top_k), best)
+                if init is not None:
+                    score_candidates(avae, xb, init[start : start + batch_size].unsqueeze(1), best)
+                refine(avae, xb, best, steps, lr, patience)
+            parts.append((best.loss, best.pose, best.aligned, best.reconstruction, identity))
     finally:
         for p, r in zip(inner.parameters(), requires):
             p.requires_grad_(r)
@@ -148,4 +239,4 @@ def align(
     return AlignResult(loss, params, aligned, reconstruction, identity, family.name)
 
 
-__all__ = ["AlignResult", "align", "candidate_poses", "score_candidates", "refine", "RESTART_RANGES"]
+__all__ = ["METHODS", "AlignResult", "align", "candidate_poses", "score_candidates", "refine", "RESTART_RANGES"]

@@ -34,6 +34,14 @@ def parse_degrees(text: str) -> list[float]:
         raise AvaeError(f"--degrees {text!r}: expected START:STOP:STEP (e.g. 0:180:20) or a list like 0,90,180") from None
 
 
+def describe_options(options: dict) -> dict:
+    """Alignment options as JSON: the defaults filled in, a pose network named by its pose."""
+    described = {"method": "search", "restarts": 30, "steps": 20, "lr": 0.01, **options}
+    if "pose_net" in described:
+        described["pose_net"] = f"pose network for '{described['pose_net'].family.name}'"
+    return described
+
+
 @torch.no_grad()
 def oracle_loss(model, x: torch.Tensor, truth: Perturbation, batch_size: int = 500) -> torch.Tensor:
     """Per-image loss when the true inverse of the perturbation brings x back (and the
@@ -85,7 +93,7 @@ def rotation_sweep(model, data, degrees, *, align_options: dict | None = None, s
             "reduction_by_alignment": 1 - averages["avae"] / averages["vae"],
             "n_images": len(data),
             "degrees": [float(d) for d in degrees],
-            "align": {"restarts": 30, "steps": 20, "lr": 0.01, **align_options},
+            "align": describe_options(align_options),
         },
     }
 
@@ -108,6 +116,6 @@ def affine_perturbation(model, data, *, align_options: dict | None = None, seed:
             "n_images": len(data),
             "perturbation": {"max_rotation_deg": max_rotation, "max_shear_deg": max_shear,
                              "max_scale": max_scale, "seed": seed},
-            "align": {"restarts": 30, "steps": 20, "lr": 0.01, **align_options},
+            "align": describe_options(align_options),
         },
     }

@@ -25,8 +25,22 @@ def _pm(row: dict) -> str:
 def describe_setting(meta: dict) -> str:
     d = meta["data"]
     return (f"data `{d['data']}`, split `{d['split']}`, {d['n_images']} images ({d['source']}); "
-            f"checkpoint `{meta.get('checkpoint', '-')}`; seed {meta['seed']}; "
-            f"preset `{meta.get('preset', '-')}`")
+            f"checkpoint `{meta.get('checkpoint', '-')}`; seed {meta['seed']}"
+            + (f"; preset `{meta['preset']}`" if "preset" in meta else ""))
+
+
+def method_text(a: dict) -> str:
+    """One phrase for the alignment settings recorded by avae.evaluate.affine.describe_options."""
+    m = a.get("method", "search")
+    steps = f"{a['steps']} Adam steps (lr {a['lr']})" + (f", patience {a['patience']}" if a.get("patience") else "")
+    if m == "search":
+        kind = "an even grid of" if a.get("grid") else "the identity plus random"
+        return f"method `search`: {kind} {a['restarts']} candidates, then {steps}"
+    if m == "coarse-to-fine":
+        return f"method `coarse-to-fine`: grids of {', '.join(map(str, a['levels']))} angles, then {steps}"
+    if m == "amortized":
+        return f"method `amortized`: the identity plus a pose network's top {a['top_k']} guesses, then {steps}"
+    return "method `stn`: the pose network's single guess (no search, no refinement)"
 
 
 def sweep_table(rows: list[dict]) -> list[dict]:
@@ -57,11 +71,12 @@ def affine_reconstruction_figure(models: dict, images: torch.Tensor, path, *, se
     perturbed, _ = random_affine(images, seed=seed)
     rows = {"original": images, "perturbed": perturbed}
     for name, model in models.items():
+        prefix = f"{name}: " if len(models) > 1 else ""
         model.eval()
-        rows[f"{name}: VAE"] = model.reconstruct(perturbed, sample=False)["reconstruction"]
+        rows[f"{prefix}VAE reconstruction"] = model.reconstruct(perturbed, sample=False)["reconstruction"]
         with torch.enable_grad():
             result = align(model, perturbed, "affine", seed=seed, **align_options)
-        rows[f"{name}: AVAE"] = result.reconstruction
+        rows[f"{prefix}AVAE (aligned)"] = result.reconstruction
     return image_rows(rows, path, title=title)
 
 
@@ -86,8 +101,8 @@ def write_rotation_sweep(result: dict, meta: dict, out: Path, *, model=None, exa
     write_json(out / "metrics.json", {**meta, "experiment": "rotation-sweep", "summary": s, "rows": rows})
     report = [
         "# Loss vs rotation (Bidart & Wong 2019, Fig. 3)\n",
-        f"Setting: {describe_setting(meta)}. Alignment: pose `rotation`, {s['align']['restarts']} restarts, "
-        f"{s['align']['steps']} Adam steps (lr {s['align']['lr']}), deterministic encoding.\n",
+        f"Setting: {describe_setting(meta)}. Alignment: pose `rotation`, {method_text(s['align'])}; "
+        "deterministic encoding.\n",
         markdown_table(sweep_table(rows)),
         f"\nAverage over {len(s['degrees'])} angles ({s['degrees'][0]:g} to {s['degrees'][-1]:g} degrees): "
         f"VAE {avg['vae']:.2f}, AVAE {avg['avae']:.2f}, oracle {avg['oracle']:.2f}; alignment lowers the "
@@ -116,7 +131,7 @@ def write_affine(result: dict, meta: dict, out: Path, *, model, examples: torch.
         "# General affine perturbations (Bidart & Wong 2019, section 4.4)\n",
         f"Setting: {describe_setting(meta)}. Perturbation per image: rotation up to ±{p['max_rotation_deg']:g}°, "
         f"shear up to ±{p['max_shear_deg']:g}°, x- and y-scale within ±{100 * p['max_scale']:g} %. "
-        f"Alignment: pose `affine`, {s['align']['restarts']} restarts, {s['align']['steps']} Adam steps.\n",
+        f"Alignment: pose `affine`, {method_text(s['align'])}.\n",
         markdown_table(table),
         f"\nAlignment lowers the mean loss by **{100 * s['reduction_by_alignment']:.1f} %** (paper: 14 %).\n",
         "\n![affine reconstructions](fig6_affine_reconstructions.png)\n",

@@ -52,14 +52,22 @@ def save(model, path: str | Path, **state) -> Path:
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-    write_json(path.parent / "config.json", {"model": model.name, "config": payload["config"]})
+    if path.name == FILENAME:  # a run's main model; networks saved beside it keep their config inside
+        write_json(path.parent / "config.json", {"model": model.name, "config": payload["config"]})
     return path
+
+
+def _kinds() -> dict:
+    """Everything a checkpoint can hold: the models, and networks that serve them."""
+    from avae.models import MODELS
+    from avae.nets.pose import PoseNet
+
+    return {**MODELS, PoseNet.name: PoseNet}
 
 
 def read(path: str | Path) -> dict:
     """Read and validate a checkpoint's payload (not yet a model)."""
-    from avae.models import MODELS
-
+    kinds = _kinds()
     path = checkpoint_path(path)
     if not path.is_file():
         raise AvaeError(f"{path}: no checkpoint there (expected a run directory or a {FILENAME} file)")
@@ -71,19 +79,18 @@ def read(path: str | Path) -> dict:
         raise AvaeError(f"{path}: not an avae checkpoint (no '{FORMAT}' format marker)")
     if payload.get("format_version") != FORMAT_VERSION:
         raise AvaeError(f"{path}: checkpoint format version {payload.get('format_version')}, expected {FORMAT_VERSION}")
-    if payload.get("model") not in MODELS:
-        raise AvaeError(f"{path}: unknown model '{payload.get('model')}', expected one of {', '.join(MODELS)}")
+    if payload.get("model") not in kinds:
+        raise AvaeError(f"{path}: unknown model '{payload.get('model')}', expected one of {', '.join(kinds)}")
     payload["path"] = str(path)
     return payload
 
 
 def build(name: str, config: dict, where: str):
     """A fresh model of kind ``name`` from a config dict, validated field by field."""
-    from avae.models import MODELS
-
-    if name not in MODELS:
-        raise AvaeError(f"{where}: unknown model '{name}', expected one of {', '.join(MODELS)}")
-    cls = MODELS[name]
+    kinds = _kinds()
+    if name not in kinds:
+        raise AvaeError(f"{where}: unknown model '{name}', expected one of {', '.join(kinds)}")
+    cls = kinds[name]
     return cls(config_from_dict(cls.Config, config, f"{where} config"))
 
 

@@ -91,6 +91,37 @@ class PoseFamily:
         linear = inv_scale @ inv_shear @ _rotation(-theta)
         return _with_translation(linear, -(linear @ t.unsqueeze(-1)).squeeze(-1))
 
+    def params_from_matrix(self, matrix: torch.Tensor) -> torch.Tensor:
+        """(N, 2, 3) -> (N, P): the parameters whose :meth:`matrix` is ``matrix``.
+
+        The linear part is split as R(angle) @ U by a QR decomposition with U upper-triangular
+        with a positive diagonal, U = Shear(shear) @ diag(sx, sy); the determinant must be
+        positive. Families with fewer parameters keep the part they can express (the angle of
+        the rotation factor, the mean log-scale), so this is a projection for them.
+        """
+        q, r = torch.linalg.qr(matrix[:, :, :2])
+        signs = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+        signs = torch.where(signs == 0, torch.ones_like(signs), signs)
+        q = q * signs.unsqueeze(-2)
+        r = r * signs.unsqueeze(-1)
+        cols = {
+            "angle": torch.atan2(q[:, 0, 1], q[:, 0, 0]),
+            "shear": torch.atan2(r[:, 0, 1], r[:, 1, 1]),
+            "log_sx": r[:, 0, 0].log(),
+            "log_sy": r[:, 1, 1].log(),
+            "log_scale": 0.5 * (r[:, 0, 0].log() + r[:, 1, 1].log()),
+            "tx": matrix[:, 0, 2],
+            "ty": matrix[:, 1, 2],
+        }
+        return torch.stack([cols[n] for n in self.param_names], -1)
+
+    def compose(self, first: torch.Tensor, then: torch.Tensor) -> torch.Tensor:
+        """Parameters of moving content by ``first`` and then by ``then`` (matrix product)."""
+        bottom = torch.tensor([0.0, 0.0, 1.0], dtype=first.dtype).expand(first.shape[0], 1, 3)
+        a = torch.cat([self.matrix(then), bottom], 1)
+        b = torch.cat([self.matrix(first), bottom], 1)
+        return self.params_from_matrix((a @ b)[:, :2])
+
     def inverse(self, params: torch.Tensor) -> torch.Tensor | None:
         """Parameters of the inverse pose where the family is closed under inversion, else None."""
         if self.name == "rotation" or self.name == "similarity":

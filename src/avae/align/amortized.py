@@ -1,0 +1,65 @@
+"""Amortized pose initialisation: train a :class:`~avae.nets.pose.PoseNet` to predict the pose that
+the full search would find, from the model's own alignments.
+
+The search runs once per training digit, upright, giving each digit's *canonical* pose c_i under
+the model (which also straightens its slant). For any perturbation q of that digit, the pose that
+brings it to the same canonical image is M(c_i) M(q)^-1, so one search per digit yields unlimited
+exact targets: every training step perturbs digits afresh and composes the target.
+"""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from avae.data.perturb import random_affine, rotated
+from avae.errors import AvaeError
+from avae.nets.pose import PoseNet, PoseNetConfig
+from avae.transforms import pose_family
+
+PAPER_SEARCH = {"restarts": 30, "steps": 20, "lr": 0.01}
+
+
+def _homogeneous(m: torch.Tensor) -> torch.Tensor:
+    return torch.cat([m, torch.tensor([0.0, 0.0, 1.0]).expand(m.shape[0], 1, 3)], 1)
+
+
+def perturb(x: torch.Tensor, pose: str, seed: int):
+    """Random perturbations the pose network learns to undo: uniform rotations for 'rotation', the
+    section 4.4 affine set for 'affine' (plus shifts up to 0.2 for 'affine-translation')."""
+    if pose == "rotation":
+        return rotated(x, seed=seed)
+    if pose in ("affine", "affine-translation"):
+        return random_affine(x, seed=seed, max_translation=0.2 if pose == "affine-translation" else 0.0)
+    raise AvaeError(f"pose networks are trained for poses rotation, affine and affine-translation, not '{pose}'")
+
+
+def train_pose_net(model, images: torch.Tensor, pose: str = "rotation", *, iterations: int = 2000,
+                   batch_size: int = 128, lr: float = 2e-3, seed: int = 0, search: dict | None = None,
+                   progress: bool = True) -> tuple[PoseNet, dict]:
+    """Fit a pose network to ``model``'s own alignments of ``images`` (upright training digits)."""
+    from avae.align import align
+
+    family = pose_family(pose)
+    perturb(images[:1], pose, seed)  # rejects unsupported poses before the expensive search
+    canonical = align(model, images, pose, seed=seed, progress=progress, **(search or PAPER_SEARCH)).pose
+    canonical_matrix = _homogeneous(family.matrix(canonical))
+    torch.manual_seed(seed)
+    net = PoseNet(PoseNetConfig(pose=pose, channels=images.shape[1], image_size=images.shape[-1]))
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for it in tqdm(range(iterations), desc="pose network", disable=None if progress else True, leave=False):
+        index = torch.randint(0, images.shape[0], (batch_size,), generator=g)
+        x, truth = perturb(images[index], pose, seed * 1_000_003 + it)
+        inverse = _homogeneous(pose_family(truth.pose).inverse_matrix(truth.params))
+        target = family.params_from_matrix((canonical_matrix[index] @ inverse)[:, :2])
+        loss = net.loss(x, target).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    info = {"pose": pose, "digits": images.shape[0], "iterations": iterations, "batch_size": batch_size,
+            "search": search or PAPER_SEARCH, "final_loss": sum(losses[-50:]) / min(50, len(losses))}
+    return net.eval(), info

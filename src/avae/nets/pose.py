@@ -1,0 +1,83 @@
+"""A small localization network (spatial-transformer style) that predicts a pose from an image.
+
+The angle is predicted as a classification over ``bins`` sectors of the circle plus an offset
+within each sector, so that two equally good angles 180 degrees apart (a "1", a "0") stay two
+peaks instead of averaging to a wrong angle; the remaining parameters are regressed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from avae.errors import AvaeError
+from avae.transforms import POSE_FAMILIES, pose_family
+
+
+@dataclass
+class PoseNetConfig:
+    pose: str = "rotation"
+    channels: int = 1
+    image_size: int = 40
+    bins: int = 36
+    hidden: int = 128
+
+    def validate(self, where: str = "config") -> None:
+        if self.pose not in POSE_FAMILIES:
+            raise AvaeError(f"{where}: field 'pose' must be one of {', '.join(POSE_FAMILIES)}, got {self.pose!r}")
+        if self.bins < 2 or self.hidden < 1 or self.image_size % 8:
+            raise AvaeError(f"{where}: need bins >= 2, hidden >= 1 and image_size divisible by 8")
+
+
+class PoseNet(nn.Module):
+    name = "pose-net"
+    Config = PoseNetConfig
+
+    def __init__(self, config: PoseNetConfig | None = None):
+        super().__init__()
+        self.config = c = config or PoseNetConfig()
+        self.family = pose_family(c.pose)
+        self.features = nn.Sequential(
+            nn.Conv2d(c.channels, 16, 5, stride=2, padding=2), nn.ELU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ELU(),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ELU(),
+            nn.Flatten(),
+            nn.Linear(32 * (c.image_size // 8) ** 2, c.hidden), nn.ELU(),
+        )
+        self.angle_logits = nn.Linear(c.hidden, c.bins)
+        self.angle_offsets = nn.Linear(c.hidden, c.bins)
+        self.others = nn.Linear(c.hidden, self.family.n_params - 1)
+        for head in (self.angle_offsets, self.others):  # start at the sector centre / identity
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    @property
+    def bin_width(self) -> float:
+        return 2 * math.pi / self.config.bins
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.features(x)
+        return {"logits": self.angle_logits(h), "offsets": self.angle_offsets(h), "others": self.others(h)}
+
+    def predict(self, x: torch.Tensor, k: int = 1) -> torch.Tensor:
+        """(N, C, H, W) -> (N, k, P): the k most likely poses, best first."""
+        out = self(x)
+        top = out["logits"].topk(k, dim=1).indices  # (N, k)
+        offset = out["offsets"].gather(1, top).clamp(-0.5, 0.5)
+        angle = (top.float() + 0.5 + offset) * self.bin_width
+        angle = torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
+        others = out["others"].unsqueeze(1).expand(-1, k, -1)
+        return torch.cat([angle.unsqueeze(-1), others], -1)
+
+    def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss against target poses (N, P): sector cross-entropy, offset and the rest."""
+        out = self(x)
+        position = torch.remainder(target[:, 0], 2 * math.pi) / self.bin_width
+        sector = position.floor().long().clamp(0, self.config.bins - 1)
+        offset = position - sector - 0.5
+        ce = nn.functional.cross_entropy(out["logits"], sector, reduction="none")
+        off = nn.functional.smooth_l1_loss(out["offsets"].gather(1, sector[:, None])[:, 0], offset, reduction="none", beta=0.1)
+        rest = (out["others"] - target[:, 1:]).pow(2).sum(1)
+        return ce + 4 * off + 10 * rest
