@@ -48,10 +48,12 @@ class PoseNet(nn.Module):
         )
         self.angle_logits = nn.Linear(c.hidden, c.bins)
         self.angle_offsets = nn.Linear(c.hidden, c.bins)
-        self.others = nn.Linear(c.hidden, self.family.n_params - 1)
+        # the parameters after the angle (none for rotation), regressed
+        self.others = nn.Linear(c.hidden, self.family.n_params - 1) if self.family.n_params > 1 else None
         for head in (self.angle_offsets, self.others):  # start at the sector centre / identity
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
+            if head is not None:
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
 
     @property
     def bin_width(self) -> float:
@@ -59,7 +61,8 @@ class PoseNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.features(x)
-        return {"logits": self.angle_logits(h), "offsets": self.angle_offsets(h), "others": self.others(h)}
+        others = self.others(h) if self.others is not None else h.new_zeros(h.shape[0], 0)
+        return {"logits": self.angle_logits(h), "offsets": self.angle_offsets(h), "others": others}
 
     def predict(self, x: torch.Tensor, k: int = 1) -> torch.Tensor:
         """(N, C, H, W) -> (N, k, P): the k most likely poses, best first."""

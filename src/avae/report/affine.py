@@ -34,8 +34,8 @@ def method_text(a: dict) -> str:
     m = a.get("method", "search")
     steps = f"{a['steps']} Adam steps (lr {a['lr']})" + (f", patience {a['patience']}" if a.get("patience") else "")
     if m == "search":
-        kind = "an even grid of" if a.get("grid") else "the identity plus random"
-        return f"method `search`: {kind} {a['restarts']} candidates, then {steps}"
+        kind = "an even grid of angles" if a.get("grid") else f"the identity and {a['restarts'] - 1} random poses"
+        return f"method `search`: {a['restarts']} candidates ({kind}), then {steps}"
     if m == "coarse-to-fine":
         return f"method `coarse-to-fine`: grids of {', '.join(map(str, a['levels']))} angles, then {steps}"
     if m == "amortized":

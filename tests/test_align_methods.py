@@ -1,0 +1,114 @@
+"""The alignment methods beyond the paper's search: coarse-to-fine, amortized, stn, warm starts,
+early stopping; and the pose decomposition that pose-network targets rely on."""
+import math
+
+import pytest
+import torch
+
+from avae.align import _Best, align, refine
+from avae.data import load, rotated
+from avae.errors import AvaeError
+from avae.models.affine_vae import AffineVAE
+from avae.nets.pose import PoseNet, PoseNetConfig
+from avae.train import checkpoint
+from avae.transforms import POSE_FAMILIES, pose_family
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return checkpoint.load(checkpoint.pretrained("vae-L8"))
+
+
+@pytest.fixture(scope="module")
+def turned():
+    x = load("mnist-embedded", "val", seed=0).images[:24]
+    return rotated(x, seed=5)[0]
+
+
+@pytest.mark.parametrize("name", sorted(POSE_FAMILIES))
+def test_params_from_matrix_inverts_matrix(name):
+    family = pose_family(name)
+    params = torch.randn(50, family.n_params, generator=torch.Generator().manual_seed(0)) * 0.5
+    params[:, 0] = params[:, 0].clamp(-3.0, 3.0)
+    assert torch.allclose(family.params_from_matrix(family.matrix(params)), params, atol=1e-5)
+
+
+def test_compose_is_the_matrix_product():
+    family = pose_family("affine")
+    a, b = torch.randn(10, 4) * 0.4, torch.randn(10, 4) * 0.4
+
+    def h(m):
+        return torch.cat([m, torch.tensor([0.0, 0.0, 1.0]).expand(10, 1, 3)], 1)
+
+    assert torch.allclose(h(family.matrix(family.compose(a, b))), h(family.matrix(b)) @ h(family.matrix(a)), atol=1e-5)
+    r = pose_family("rotation")
+    assert torch.allclose(r.compose(torch.tensor([[0.3]]), torch.tensor([[0.5]])), torch.tensor([[0.8]]), atol=1e-6)
+
+
+@pytest.mark.parametrize("options", [
+    {"method": "coarse-to-fine", "steps": 0},
+    {"method": "coarse-to-fine", "steps": 3, "patience": 1},
+    {"method": "search", "restarts": 4, "steps": 3, "patience": 1},
+])
+def test_methods_never_return_a_loss_above_the_identity_pose(vae, turned, options):
+    result = align(vae, turned, "rotation", **options)
+    assert (result.loss <= result.identity_loss + 1e-4).all()
+    recomputed = AffineVAE(vae, "rotation").loss(turned, result.pose)["loss"]
+    assert torch.allclose(recomputed, result.loss, rtol=1e-4, atol=1e-2)
+    assert torch.allclose(AffineVAE(vae, "rotation").loss(turned, result.pose)["reconstruction"],
+                          result.reconstruction, atol=1e-4)  # cached outputs belong to the pose
+
+
+def test_coarse_to_fine_gets_close_to_the_paper_search(vae, turned):
+    paper = align(vae, turned, "rotation")
+    fast = align(vae, turned, "rotation", method="coarse-to-fine", steps=0)
+    gain_paper = (paper.identity_loss - paper.loss).mean()
+    gain_fast = (fast.identity_loss - fast.loss).mean()
+    assert gain_fast >= 0.9 * gain_paper
+
+
+def test_amortized_with_any_pose_net_is_no_worse_than_identity_and_stn_can_be(vae, turned):
+    torch.manual_seed(0)
+    net = PoseNet(PoseNetConfig(pose="rotation"))
+    amortized = align(vae, turned, "rotation", method="amortized", pose_net=net, steps=2)
+    assert (amortized.loss <= amortized.identity_loss + 1e-4).all()
+    stn = align(vae, turned, "rotation", method="stn", pose_net=net)
+    assert torch.isnan(stn.identity_loss).all() and torch.isfinite(stn.loss).all()
+    assert torch.allclose(stn.pose, net.predict(turned, 1)[:, 0], atol=1e-6)
+
+
+def test_amortized_needs_a_matching_pose_net(vae, turned):
+    with pytest.raises(AvaeError, match="needs a trained pose network"):
+        align(vae, turned, "rotation", method="amortized")
+    with pytest.raises(AvaeError, match="predicts 'affine' poses"):
+        align(vae, turned, "rotation", method="amortized", pose_net=PoseNet(PoseNetConfig(pose="affine")))
+    with pytest.raises(AvaeError, match="coarse-to-fine"):
+        align(vae, turned, "affine", method="coarse-to-fine")
+
+
+def test_warm_start_candidates_are_used(vae):
+    x = load("mnist-embedded", "val", seed=0).images[:8]
+    turned, truth = rotated(x, 90)  # exact, so the true inverse is a perfect candidate
+    result = align(vae, turned, "rotation", restarts=1, steps=0, init=truth.inverse_params())
+    upright = vae.loss(x, sample=False)["loss"]
+    assert torch.allclose(result.loss, torch.minimum(upright, result.identity_loss), rtol=1e-4, atol=1e-2)
+
+
+def test_refine_follows_torch_adam_exactly(vae, turned):
+    """The hand-written per-image Adam (needed for early stopping) matches torch.optim.Adam."""
+    avae = AffineVAE(vae, "rotation")
+    start = torch.linspace(-1, 1, turned.shape[0]).unsqueeze(1)
+    best = _Best(turned, 1)
+    best.pose, best.loss = start.clone(), torch.full((turned.shape[0],), float("inf"))
+    refine(avae, turned, best, steps=4, lr=0.05)
+    params = start.clone().requires_grad_(True)
+    opt = torch.optim.Adam([params], lr=0.05)
+    seen = []
+    for _ in range(4):
+        loss = avae.loss(turned, params)["loss"]
+        seen.append(loss.detach())
+        opt.zero_grad()
+        loss.sum().backward()
+        opt.step()
+    seen.append(avae.loss(turned, params)["loss"].detach())
+    assert torch.allclose(best.loss, torch.stack(seen).min(0).values, rtol=1e-4, atol=1e-3)
