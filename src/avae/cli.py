@@ -143,9 +143,14 @@ def _inputs(args, split=None, limit=None, option="--data"):
 
     if limit is not None and limit < 1:
         raise AvaeError(f"--images must be at least 1, got {limit}")
-    model = checkpoint.load(args.checkpoint)
+    payload = checkpoint.read(args.checkpoint)
+    model = checkpoint.model_from_payload(payload)
+    if model.name == "pose-net":
+        raise AvaeError(f"{payload['path']}: holds a pose network; give the checkpoint of the model it serves")
     if args.pad is None:
         args.pad = model.config.image_size
+    # the model's pixels must be preprocessed as its training pixels were
+    args.normalize = args.normalize or bool((payload.get("data") or {}).get("normalization"))
     data = _load_data(args, split, limit)
     model.check_input(data.images, f"{option} {args.data}")
     return model, data
@@ -244,10 +249,7 @@ def cmd_train_pose_net(args) -> None:
     from avae.report.provenance import provenance
     from avae.train import checkpoint
 
-    model = checkpoint.load(args.checkpoint)
-    args.pad = model.config.image_size
-    data = _load_data(args, "train", limit=args.digits)
-    model.check_input(data.images, f"--data {args.data}")
+    model, data = _inputs(args, "train", limit=args.digits)
     target = Path(args.out) if args.out else checkpoint.checkpoint_path(args.checkpoint).parent / f"pose-net-{args.pose}.pt"
     prepare_out(target.parent)
     net, info = train_pose_net(model, data.images, args.pose, iterations=args.iterations, seed=args.seed,
