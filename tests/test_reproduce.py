@@ -8,8 +8,9 @@ from avae.cli import main
 from avae.evaluate.reproduce import PRESETS, AffinePreset, reproduce_affine_vae
 
 TINY = AffinePreset("test", train_images=128, epochs=1, transopt_epochs=2, train_restarts=2, train_steps=1,
-                    latent_sizes=(2,), latent_seeds=1, latent_epochs=1, test_images=12, degrees="0:90:90",
-                    eval_restarts=2, eval_steps=1, batch_size=64)
+                    train_warm_start=True, latent_sizes=(2,), latent_seeds=1, latent_epochs=1, latent_test_images=20,
+                    test_images=12, degrees="0:90:90", sweep_method="coarse-to-fine", eval_restarts=2, eval_steps=1,
+                    batch_size=64)
 
 
 def test_reproduce_writes_every_experiment_and_reuses_models(mnist_test_dir, tmp_path):

@@ -36,7 +36,11 @@ def parse_degrees(text: str) -> list[float]:
 
 def describe_options(options: dict) -> dict:
     """Alignment options as JSON: the defaults filled in, a pose network named by its pose."""
-    described = {"method": "search", "restarts": 30, "steps": 20, "lr": 0.01, **options}
+    import inspect
+
+    defaults = {name: p.default for name, p in inspect.signature(align).parameters.items()
+                if name in ("method", "restarts", "steps", "lr", "grid", "levels", "top_k", "patience")}
+    described = {**defaults, **options}
     if "pose_net" in described:
         described["pose_net"] = f"pose network for '{described['pose_net'].family.name}'"
     return described

@@ -36,32 +36,43 @@ class AffinePreset:
     transopt_epochs: int
     train_restarts: int  # pose search per batch in transformation-optimized training
     train_steps: int
+    train_warm_start: bool  # start each image's search from its previous epoch's pose
     latent_sizes: tuple[int, ...]  # Fig. 4
     latent_seeds: int
     latent_epochs: int
-    test_images: int | None  # None: the whole test set
+    latent_test_images: int | None  # Fig. 4 test digits (no alignment, cheap)
+    test_images: int | None  # rotation sweeps and affine perturbations (None: the whole test set)
     degrees: str
+    sweep_method: str  # alignment method of the rotation sweeps
     eval_restarts: int
     eval_steps: int
     batch_size: int = 256
 
 
 PRESETS = {
-    "quick": AffinePreset("quick", train_images=1000, epochs=3, transopt_epochs=3, train_restarts=8,
-                          train_steps=3, latent_sizes=(4, 8), latent_seeds=1, latent_epochs=2,
-                          test_images=100, degrees="0:180:45", eval_restarts=12, eval_steps=5),
-    "standard": AffinePreset("standard", train_images=None, epochs=30, transopt_epochs=10, train_restarts=20,
-                             train_steps=10, latent_sizes=(4, 8, 16, 32), latent_seeds=3, latent_epochs=10,
-                             test_images=1000, degrees="0:180:20", eval_restarts=30, eval_steps=20),
+    # a smoke test of the whole pipeline (same code path), well under 15 minutes on 2 CPU cores
+    "quick": AffinePreset("quick", train_images=1000, epochs=3, transopt_epochs=3, train_restarts=4, train_steps=2,
+                          train_warm_start=True, latent_sizes=(4, 8), latent_seeds=1, latent_epochs=2,
+                          latent_test_images=500, test_images=100, degrees="0:180:45", sweep_method="coarse-to-fine",
+                          eval_restarts=12, eval_steps=5),
+    # all 4,500 training digits, under 2 hours on 2 CPU cores: warm-started training search and
+    # coarse-to-fine sweeps (benchmarks/results/training.md, alignment.md say what they cost)
+    "standard": AffinePreset("standard", train_images=None, epochs=20, transopt_epochs=15, train_restarts=2,
+                             train_steps=1, train_warm_start=True, latent_sizes=(4, 8, 16, 32), latent_seeds=2,
+                             latent_epochs=6, latent_test_images=None, test_images=1000, degrees="0:180:20",
+                             sweep_method="coarse-to-fine", eval_restarts=30, eval_steps=20),
+    # the paper's settings (200 epochs, batch 256, 20 restarts and 10 steps), for a GPU
     "paper": AffinePreset("paper", train_images=None, epochs=200, transopt_epochs=200, train_restarts=20,
-                          train_steps=10, latent_sizes=(4, 8, 16, 32), latent_seeds=5, latent_epochs=200,
-                          test_images=None, degrees="0:180:20", eval_restarts=30, eval_steps=20),
+                          train_steps=10, train_warm_start=False, latent_sizes=(4, 8, 16, 32), latent_seeds=5,
+                          latent_epochs=200, latent_test_images=None, test_images=None, degrees="0:180:20",
+                          sweep_method="search", eval_restarts=30, eval_steps=20),
 }
 
 
 def _train(out: Path, name: str, regime: str, latent: int, epochs: int, seed: int, train, val, preset, progress):
     config = TrainConfig(epochs=epochs, batch_size=preset.batch_size, seed=seed, regime=regime,
-                         pose_restarts=preset.train_restarts, pose_steps=preset.train_steps)
+                         pose_restarts=preset.train_restarts, pose_steps=preset.train_steps,
+                         pose_warm_start=preset.train_warm_start)
     return fit("vae", {"latent": latent}, train, val, config, out / "models" / name, resume=True, progress=progress)
 
 
@@ -70,16 +81,19 @@ def reproduce_affine_vae(preset: AffinePreset, out: Path, *, data_dir, seed: int
     train = load("mnist-embedded", "train", seed=seed, limit=preset.train_images)
     val = load("mnist-embedded", "val", seed=seed)
     test = load("mnist", "test", data_dir=data_dir, seed=seed, limit=preset.test_images)
+    latent_test = load("mnist", "test", data_dir=data_dir, seed=seed, limit=preset.latent_test_images)
     degrees = parse_degrees(preset.degrees)
-    options = {"restarts": preset.eval_restarts, "steps": preset.eval_steps, "lr": 0.01, "grid": False}
+    # the affine experiments search 4 parameters with the paper's method; sweeps use the preset's
+    options = {"restarts": preset.eval_restarts, "steps": preset.eval_steps, "lr": 0.01}
+    sweep_options = options if preset.sweep_method == "search" else {"method": preset.sweep_method, "steps": 0}
     meta = {**provenance(), "preset": asdict(preset), "seed": seed, "train_data": train.describe(),
-            "test_data": test.describe()}
+            "test_data": test.describe(), "latent_test_data": latent_test.describe()}
 
     models = {regime: _train(out, f"L8-{regime}", regime, 8, preset.transopt_epochs if regime == "transform-optimized"
                              else preset.epochs, seed, train, val, preset, progress) for regime in REGIME_LABELS}
 
     # Figs. 3 and 5, Table 1: the same sweep for every regime.
-    sweeps = {r: rotation_sweep(m, test, degrees, align_options=options, seed=seed, progress=progress)
+    sweeps = {r: rotation_sweep(m, test, degrees, align_options=sweep_options, seed=seed, progress=progress)
               for r, m in models.items()}
     table1 = [{"model": "VAE trained upright, no alignment", "average loss": sweeps["plain"]["summary"]["average_loss"]["vae"],
                "paper": "-"},
@@ -99,10 +113,10 @@ def reproduce_affine_vae(preset: AffinePreset, out: Path, *, data_dir, seed: int
                                note="")
 
     # Fig. 4: test loss vs latent size, trained upright vs on random rotations, several seeds.
-    rotated_test = replace(test, images=rotated(test, seed=seed)[0])
+    rotated_test = replace(latent_test, images=rotated(latent_test, seed=seed)[0])
     latent_rows = []
     for latent in preset.latent_sizes:
-        for kind, regime, data in (("upright", "plain", test), ("rotated", "random-rotation", rotated_test)):
+        for kind, regime, data in (("upright", "plain", latent_test), ("rotated", "random-rotation", rotated_test)):
             losses = []
             for s in range(preset.latent_seeds):
                 model = _train(out, f"latent-{latent}-{kind}-seed{s}", regime, latent, preset.latent_epochs,
@@ -116,7 +130,7 @@ def reproduce_affine_vae(preset: AffinePreset, out: Path, *, data_dir, seed: int
                                                    [r["std over seeds"] for r in latent_rows if r["trained on"] == k])
                       for k in ("upright", "rotated")},
                      out / "fig4_latent_size.png", xlabel="latent size L", ylabel="test loss (mean ± std over seeds)",
-                     title=f"Fig. 4: loss vs latent size, {len(test)} test digits")
+                     title=f"Fig. 4: loss vs latent size, {len(latent_test)} test digits")
 
     # Section 4.4 and Fig. 6: general affine perturbations.
     affine = {r: affine_perturbation(models[r], test, align_options=options, seed=seed)
@@ -172,8 +186,10 @@ def _report(preset, meta, test, train, summary, sweeps, shown) -> str:
         f"Setting: {setting}. Losses are per image (summed squared error on [0, 1] pixels + KL, deterministic "
         "encoding), mean over test digits; the paper's numbers use normalised pixels and full MNIST, so compare "
         "orderings, not values.\n",
-        f"Alignment at test time: {preset.eval_restarts} restarts, {preset.eval_steps} Adam steps (lr 0.01). "
-        f"Transformation-optimized training: {preset.train_restarts} restarts, {preset.train_steps} steps per batch.\n",
+        f"Alignment at test time: rotation sweeps {affine_report.method_text(summary['rotation_sweeps']['plain']['align'])}; "
+        f"affine perturbations {affine_report.method_text(summary['affine']['plain']['align'])}. "
+        f"Transformation-optimized training: {preset.train_restarts} candidates and {preset.train_steps} Adam steps per batch"
+        + (", warm-started from each image's pose of the previous epoch" if preset.train_warm_start else "") + ".\n",
         "## Table 1 and Fig. 5: average loss over " + preset.degrees.replace(":", " to ", 1).replace(":", " degrees, step ") + "\n",
         markdown_table(table1),
         f"\nBest AVAE regime here: **{best['model']}**.\n",
@@ -182,7 +198,8 @@ def _report(preset, meta, test, train, summary, sweeps, shown) -> str:
         markdown_table(affine_report.sweep_table(sweeps["plain"]["rows"])),
         f"\n{affine_report.ORACLE_NOTE}\n",
         "![fig3](fig3_loss_vs_rotation.png)\n",
-        f"## Fig. 4: test loss vs latent size ({preset.latent_seeds} seeds, {preset.latent_epochs} epochs each)\n",
+        f"## Fig. 4: test loss vs latent size ({preset.latent_seeds} seeds, {preset.latent_epochs} epochs each, "
+        f"{meta['latent_test_data']['n_images']} test digits)\n",
         "Upright models are tested on upright test digits, rotation-trained models on randomly rotated ones.\n",
         markdown_table(summary["latent_size"]),
         "\n![fig4](fig4_latent_size.png)\n",

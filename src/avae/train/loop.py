@@ -33,6 +33,8 @@ class TrainConfig:
     pose_restarts: int = 20
     pose_steps: int = 10
     pose_lr: float = 0.01
+    # Start each image's search from its pose of the previous epoch, next to the fresh candidates.
+    pose_warm_start: bool = False
 
     def validate(self, where: str = "train config") -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:
