@@ -16,7 +16,6 @@ from avae.errors import AvaeError
 _created_dirs: list[Path] = []
 
 
-
 def prepare_out(path: str | os.PathLike) -> Path:
     """Create ``--out`` (checking it is writable) and remember it for clean-up on failure."""
     out = Path(path)
@@ -203,43 +202,16 @@ def cmd_evaluate(args) -> None:
 
 def cmd_align(args) -> None:
     from avae.align import align
-    from avae.evaluate.affine import describe_options
-    from avae.report.figures import image_rows
-    from avae.report.tables import write_csv
-    from avae.io import atomic_path, write_json
-    import numpy as np
+    from avae.report.affine import write_alignment
 
     args.data, args.data_dir, args.normalize = args.images, None, False
     model, data = _inputs(args, split="all", option="--images")
     out = _results_out(args.out)
     options = _align_options(args, args.pose)
     result = align(model, data.images, args.pose, seed=args.seed, progress=not args.quiet, **options)
-    from avae.transforms import pose_family
-
-    family = pose_family(args.pose)
-    rows = []
-    for i in range(len(data)):
-        row = {"image": i, "label": int(data.labels[i]), "loss": round(result.loss[i].item(), 4),
-               "identity_loss": round(result.identity_loss[i].item(), 4)}
-        row.update({n: round(v, 6) for n, v in zip(family.param_names, result.pose[i].tolist())})
-        row["degrees"] = round(result.degrees[i].item(), 3)
-        rows.append(row)
-    write_csv(out / "poses.csv", rows)
-    with atomic_path(out / "aligned.npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, input=data.images.numpy(), aligned=result.aligned.numpy(),
-                                reconstruction=result.reconstruction.numpy(), pose=result.pose.numpy(),
-                                loss=result.loss.numpy(), identity_loss=result.identity_loss.numpy(),
-                                pose_names=np.array(family.param_names))
-    k = min(12, len(data))
-    image_rows({"input": data.images[:k], "aligned": result.aligned[:k], "reconstruction": result.reconstruction[:k]},
-               out / "alignment.png", title=f"pose '{args.pose}': input, aligned input, reconstruction",
-               column_labels=[f"{d:.0f}°" for d in result.degrees[:k].tolist()])
-    write_json(out / "metrics.json", {**_meta(args, data), "pose": args.pose, "align": describe_options(options),
-                                      "loss": {"aligned": result.loss.mean().item(),
-                                               "identity": result.identity_loss.mean().item()}})
+    files = write_alignment(result, data, out, _meta(args, data), options)
     print(f"aligned {len(data)} images: mean loss {result.identity_loss.mean():.2f} -> {result.loss.mean():.2f}; "
-          f"wrote poses.csv, aligned.npz, alignment.png, metrics.json to {out}")
+          f"wrote {', '.join(files)} to {out}")
 
 
 def cmd_train_pose_net(args) -> None:

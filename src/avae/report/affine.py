@@ -139,6 +139,40 @@ def write_affine(result: dict, meta: dict, out: Path, *, model, examples: torch.
     return ["metrics.json", "report.md", "affine.csv", "fig6_affine_reconstructions.png"]
 
 
+def write_alignment(result, data, out: Path, meta: dict, options: dict) -> list[str]:
+    """``avae align``'s outputs: poses.csv, aligned.npz, alignment.png (input, aligned,
+    reconstruction) and metrics.json."""
+    import numpy as np
+
+    from avae.evaluate.affine import describe_options
+    from avae.io import atomic_path
+    from avae.transforms import pose_family
+
+    out = Path(out)
+    family = pose_family(result.pose_family)
+    rows = []
+    for i in range(len(data)):
+        row = {"image": i, "label": int(data.labels[i]), "loss": round(result.loss[i].item(), 4),
+               "identity_loss": round(result.identity_loss[i].item(), 4)}
+        row.update({n: round(v, 6) for n, v in zip(family.param_names, result.pose[i].tolist())})
+        row["degrees"] = round(result.degrees[i].item(), 3)
+        rows.append(row)
+    write_csv(out / "poses.csv", rows)
+    with atomic_path(out / "aligned.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, input=data.images.numpy(), aligned=result.aligned.numpy(),
+                            reconstruction=result.reconstruction.numpy(), pose=result.pose.numpy(),
+                            loss=result.loss.numpy(), identity_loss=result.identity_loss.numpy(),
+                            pose_names=np.array(family.param_names))
+    k = min(12, len(data))
+    image_rows({"input": data.images[:k], "aligned": result.aligned[:k], "reconstruction": result.reconstruction[:k]},
+               out / "alignment.png", title=f"pose '{family.name}': input, aligned input, reconstruction",
+               column_labels=[f"{d:.0f}°" for d in result.degrees[:k].tolist()])
+    write_json(out / "metrics.json", {**meta, "pose": family.name, "align": describe_options(options),
+                                      "loss": {"aligned": result.loss.mean().item(),
+                                               "identity": result.identity_loss.mean().item()}})
+    return ["poses.csv", "aligned.npz", "alignment.png", "metrics.json"]
+
+
 def write_loss(summary: dict, meta: dict, out: Path) -> list[str]:
     write_json(Path(out) / "metrics.json", {**meta, "experiment": "loss", "summary": summary})
     rows = [{"term": k, "mean": v["mean"], "s.e.": v["sem"], "n": v["n"]} for k, v in summary.items()]
@@ -147,5 +181,5 @@ def write_loss(summary: dict, meta: dict, out: Path) -> list[str]:
     return ["metrics.json", "report.md"]
 
 
-__all__ = ["write_rotation_sweep", "write_affine", "write_loss", "sweep_figure",
+__all__ = ["write_rotation_sweep", "write_affine", "write_loss", "write_alignment", "method_text", "sweep_figure",
            "affine_reconstruction_figure", "sweep_table"]
