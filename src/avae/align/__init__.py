@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from avae.errors import AvaeError
 from avae.models.affine_vae import AffineVAE
+from avae.nets.fuse import InferenceCopy
 from avae.transforms import PoseFamily
 
 METHODS = ("search", "coarse-to-fine", "amortized", "stn")
@@ -202,39 +203,31 @@ def align(
         pose_net.eval()
     if method == "coarse-to-fine" and family.name != "rotation":
         raise AvaeError(f"method 'coarse-to-fine' needs pose 'rotation', got '{family.name}'")
-    inner = avae.model
-    inner.check_input(x)
-    was_training = inner.training
-    inner.eval()
-    requires = [p.requires_grad for p in inner.parameters()]
-    for p in inner.parameters():
-        p.requires_grad_(False)
+    avae.model.check_input(x)
+    # the search runs on a frozen inference copy (batch norm folded, channels-last): the same
+    # function, faster, and the caller's model is never touched
+    avae = AffineVAE(InferenceCopy(avae.model), family)
     shared = candidate_poses(family, restarts, grid=grid, seed=seed) if method == "search" else family.identity(1)
     parts = []
-    try:
-        for start in tqdm(range(0, x.shape[0], batch_size), desc="aligning", unit="batch",
-                          disable=None if progress else True, leave=False):
-            xb = x[start : start + batch_size]
-            best = _Best(xb, family.n_params)
-            if method == "stn":
+    for start in tqdm(range(0, x.shape[0], batch_size), desc="aligning", unit="batch",
+                      disable=None if progress else True, leave=False):
+        xb = x[start : start + batch_size]
+        best = _Best(xb, family.n_params)
+        if method == "stn":
+            with torch.no_grad():
+                score_candidates(avae, xb, pose_net.predict(xb, 1), best)
+            identity = torch.full((xb.shape[0],), float("nan"))
+        else:
+            identity = score_candidates(avae, xb, shared, best)[:, 0]
+            if method == "coarse-to-fine":
+                _coarse_to_fine(avae, xb, levels, best)
+            elif method == "amortized":
                 with torch.no_grad():
-                    score_candidates(avae, xb, pose_net.predict(xb, 1), best)
-                identity = torch.full((xb.shape[0],), float("nan"))
-            else:
-                identity = score_candidates(avae, xb, shared, best)[:, 0]
-                if method == "coarse-to-fine":
-                    _coarse_to_fine(avae, xb, levels, best)
-                elif method == "amortized":
-                    with torch.no_grad():
-                        score_candidates(avae, xb, pose_net.predict(xb, top_k), best)
-                if init is not None:
-                    score_candidates(avae, xb, init[start : start + batch_size].unsqueeze(1), best)
-                refine(avae, xb, best, steps, lr, patience)
-            parts.append((best.loss, best.pose, best.aligned, best.reconstruction, identity))
-    finally:
-        for p, r in zip(inner.parameters(), requires):
-            p.requires_grad_(r)
-        inner.train(was_training)
+                    score_candidates(avae, xb, pose_net.predict(xb, top_k), best)
+            if init is not None:
+                score_candidates(avae, xb, init[start : start + batch_size].unsqueeze(1), best)
+            refine(avae, xb, best, steps, lr, patience)
+        parts.append((best.loss, best.pose, best.aligned, best.reconstruction, identity))
     loss, params, aligned, reconstruction, identity = (torch.cat(t) for t in zip(*parts))
     return AlignResult(loss, params, aligned, reconstruction, identity, family.name)
 
