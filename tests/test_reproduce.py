@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from avae.cli import main
-from avae.evaluate.reproduce import PRESETS, AffinePreset, reproduce_affine_vae
+from avae.evaluate.reproduce import PRESETS, AffinePreset, _verdict, render_report, reproduce_affine_vae
 
 TINY = AffinePreset("test", train_images=128, epochs=1, transopt_epochs=2, train_restarts=2, train_steps=1,
                     train_warm_start=True, latent_sizes=(2,), latent_seeds=1, latent_epochs=1, latent_test_images=20,
@@ -32,6 +32,10 @@ def test_reproduce_writes_every_experiment_and_reuses_models(mnist_test_dir, tmp
     assert metrics["preset"]["name"] == "test" and metrics["test_data"]["n_images"] == 12
     report = (tmp_path / "report.md").read_text()
     assert "preset `test`" in report and "12 digits of the real MNIST test set" in report
+    # the report can be re-rendered from the saved results alone
+    (tmp_path / "report.md").unlink()
+    render_report(tmp_path)
+    assert (tmp_path / "report.md").read_text() == report
     # a second run reuses the trained models instead of training again
     stamp = (tmp_path / "models" / "L8-plain" / "checkpoint.pt").stat().st_mtime_ns
     reproduce_affine_vae(TINY, tmp_path, data_dir=mnist_test_dir, progress=False)
@@ -49,3 +53,18 @@ def test_reproduce_needs_the_test_set(tmp_path, monkeypatch, capsys):
     assert main(["reproduce", "affine-vae", "--out", str(tmp_path / "r")]) == 2
     assert "--data-dir" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_report_says_with_numbers_why_transformation_optimized_training_did_not_win():
+    table1 = [{"model": "VAE a", "average loss": 41.0}, {"model": "VAE b", "average loss": 34.0},
+              {"model": "AVAE, single orientation (X_sub)", "average loss": 24.8},
+              {"model": "AVAE, random perturbations (X_full)", "average loss": 30.9},
+              {"model": "AVAE, transformation-optimized", "average loss": 26.7}]
+    summary = {"table1": table1, "training_seconds_per_epoch": {"plain": 13.0, "transform-optimized": 44.0},
+               "pose_concentration": [{"epoch": 15, "class": c, "circular variance": 0.5, "circular variance (2θ)": 0.3}
+                                      for c in range(10)]}
+    preset = {"transopt_epochs": 15, "epochs": 20, "train_restarts": 2, "train_steps": 1, "train_warm_start": True}
+    text = _verdict(summary, preset, 4500)
+    assert "does **not** win" in text and "+7.7 %" in text and "15 epochs" in text and "0.30" in text
+    table1[4]["average loss"] = 20.0
+    assert "as in the paper" in _verdict(summary, preset, 4500)

@@ -156,8 +156,21 @@ def reproduce_affine_vae(preset: AffinePreset, out: Path, *, data_dir, seed: int
                "pose_concentration": concentration,
                "training_seconds_per_epoch": {r: _seconds_per_epoch(out / "models" / f"L8-{r}") for r in REGIME_LABELS}}
     write_json(out / "metrics.json", {**meta, "summary": summary})
-    write_text(out / "report.md", _report(preset, meta, test, train, summary, sweeps, shown))
+    render_report(out)
     return summary
+
+
+def render_report(out: Path) -> Path:
+    """Write ``report.md`` from the saved results (``metrics.json`` and the sweep CSVs) alone, so a
+    report can be re-rendered without recomputing anything."""
+    import csv
+
+    out = Path(out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    with open(out / "rotation_sweep_plain.csv") as f:
+        plain_rows = [{k: (v if k == "method" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+    write_text(out / "report.md", _report(metrics, plain_rows))
+    return out / "report.md"
 
 
 def _seconds_per_epoch(run_dir: Path) -> float:
@@ -165,15 +178,46 @@ def _seconds_per_epoch(run_dir: Path) -> float:
     return float(np.median([h["seconds"] for h in history]))
 
 
-def _report(preset, meta, test, train, summary, sweeps, shown) -> str:
-    setting = (f"preset `{preset.name}`; training: {len(train)} upright `mnist-embedded` training digits "
-               f"(seed {meta['seed']} split); test: {len(test)} digits of the real MNIST test set "
-               f"(`{test.source}`); seed {meta['seed']}")
+def _verdict(summary: dict, preset: dict, n_train: int) -> str:
+    """Which AVAE regime wins here, and if it is not transformation-optimized training, the numbers
+    that bear on why."""
+    avae = {r["model"]: r["average loss"] for r in summary["table1"][2:]}
+    best = min(avae, key=avae.get)
+    transopt = avae[REGIME_LABELS["transform-optimized"]]
+    if best == REGIME_LABELS["transform-optimized"]:
+        return f"Best AVAE regime here: **{best}** ({transopt:.2f}), as in the paper.\n"
+    conc = summary["pose_concentration"]
+    last = max(r["epoch"] for r in conc)
+    final = [r for r in conc if r["epoch"] == last]
+    mean_cv = sum(min(r["circular variance"], r["circular variance (2θ)"]) for r in final) / len(final)
+    speed = summary["training_seconds_per_epoch"]
+    return (
+        f"Best AVAE regime here: **{best}** ({avae[best]:.2f}); transformation-optimized training reaches "
+        f"{transopt:.2f} (+{100 * (transopt / avae[best] - 1):.1f} %), so it does **not** win as in the paper "
+        f"(601.2 vs 608.6, a 1.2 % margin). What differs here: it trained {preset['transopt_epochs']} epochs "
+        f"against {preset['epochs']} for the others, on {n_train:,} digits instead of 60,000, with a per-batch search of "
+        f"{preset['train_restarts']} candidates and {preset['train_steps']} Adam step(s)"
+        + (" warm-started from the previous epoch" if preset["train_warm_start"] else "")
+        + f" instead of 20 restarts and 10 steps (the paper's search makes an epoch "
+        f"{speed['transform-optimized'] / speed['plain']:.1f}x a plain one even so; see benchmarks/results/"
+        f"training.md for the full search's cost). Its poses were still concentrating at the last epoch (mean "
+        f"circular variance over classes, taking θ or 2θ whichever is tighter: {mean_cv:.2f}; 0 = one pose per "
+        "class), so the model still spends capacity on several orientations per class. Single-orientation "
+        "training gets a single canonical pose for free: upright digits.\n")
+
+
+def _report(metrics: dict, plain_rows: list[dict]) -> str:
+    preset, summary = metrics["preset"], metrics["summary"]
+    train, test = metrics["train_data"], metrics["test_data"]
+    setting = (f"preset `{preset['name']}`; training: {train['n_images']} upright `mnist-embedded` training digits "
+               f"(seed {metrics['seed']} split); test: {test['n_images']} digits of the real MNIST test set "
+               f"(`{test['source']}`); seed {metrics['seed']}")
     t = summary["table1"]
     table1 = [{"model": r["model"], "average loss, ours": f"{r['average loss']:.2f}", "paper": r["paper"]} for r in t]
-    best = min(t[2:], key=lambda r: r["average loss"])
     conc = summary["pose_concentration"]
-    first, last = min(r["epoch"] for r in conc), max(r["epoch"] for r in conc)
+    epochs = sorted({r["epoch"] for r in conc})
+    first, last = epochs[0], epochs[-1]
+    shown = sorted({epochs[0], epochs[len(epochs) // 2], epochs[-1]})
     conc_rows = [{"class": c, **{f"epoch {e} (θ)": next(r["circular variance"] for r in conc if r["epoch"] == e and r["class"] == c)
                                  for e in (first, last)},
                   **{f"epoch {e} (2θ)": next(r["circular variance (2θ)"] for r in conc if r["epoch"] == e and r["class"] == c)
@@ -188,18 +232,18 @@ def _report(preset, meta, test, train, summary, sweeps, shown) -> str:
         "orderings, not values.\n",
         f"Alignment at test time: rotation sweeps {affine_report.method_text(summary['rotation_sweeps']['plain']['align'])}; "
         f"affine perturbations {affine_report.method_text(summary['affine']['plain']['align'])}. "
-        f"Transformation-optimized training: {preset.train_restarts} candidates and {preset.train_steps} Adam steps per batch"
-        + (", warm-started from each image's pose of the previous epoch" if preset.train_warm_start else "") + ".\n",
-        "## Table 1 and Fig. 5: average loss over " + preset.degrees.replace(":", " to ", 1).replace(":", " degrees, step ") + "\n",
+        f"Transformation-optimized training: {preset['train_restarts']} candidates and {preset['train_steps']} Adam steps per batch"
+        + (", warm-started from each image's pose of the previous epoch" if preset['train_warm_start'] else "") + ".\n",
+        "## Table 1 and Fig. 5: average loss over " + preset['degrees'].replace(":", " to ", 1).replace(":", " degrees, step ") + "\n",
         markdown_table(table1),
-        f"\nBest AVAE regime here: **{best['model']}**.\n",
+        "\n" + _verdict(summary, preset, train["n_images"]),
         "![regimes](fig5_regimes.png)\n",
         "## Fig. 3: loss vs rotation, VAE trained upright\n",
-        markdown_table(affine_report.sweep_table(sweeps["plain"]["rows"])),
+        markdown_table(affine_report.sweep_table(plain_rows)),
         f"\n{affine_report.ORACLE_NOTE}\n",
         "![fig3](fig3_loss_vs_rotation.png)\n",
-        f"## Fig. 4: test loss vs latent size ({preset.latent_seeds} seeds, {preset.latent_epochs} epochs each, "
-        f"{meta['latent_test_data']['n_images']} test digits)\n",
+        f"## Fig. 4: test loss vs latent size ({preset['latent_seeds']} seeds, {preset['latent_epochs']} epochs each, "
+        f"{metrics['latent_test_data']['n_images']} test digits)\n",
         "Upright models are tested on upright test digits, rotation-trained models on randomly rotated ones.\n",
         markdown_table(summary["latent_size"]),
         "\n![fig4](fig4_latent_size.png)\n",
