@@ -1,7 +1,5 @@
 """The alignment methods beyond the paper's search: coarse-to-fine, amortized, stn, warm starts,
 early stopping; and the pose decomposition that pose-network targets rely on."""
-import math
-
 import pytest
 import torch
 

@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from avae.cli import main
 from avae.evaluate.reproduce import PRESETS, AffinePreset, _verdict, render_report, reproduce_affine_vae

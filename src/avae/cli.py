@@ -56,7 +56,9 @@ def _add_data_options(p: argparse.ArgumentParser, split: str) -> None:
 
 def _add_align_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("alignment (defaults: the paper's evaluation setting)")
-    g.add_argument("--method", choices=["search", "coarse-to-fine", "amortized", "stn"], default="search",
+    from avae.align import METHODS
+
+    g.add_argument("--method", choices=METHODS, default="search",
                    help="search: random restarts (paper); coarse-to-fine: rotation grids; amortized: a pose "
                         "network's top-k guesses; stn: the pose network alone (baseline)")
     g.add_argument("--restarts", type=int, default=30, help="search: candidate poses per image (identity included)")

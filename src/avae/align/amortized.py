@@ -14,13 +14,9 @@ from tqdm.auto import tqdm
 from avae.data.perturb import random_affine, rotated
 from avae.errors import AvaeError
 from avae.nets.pose import PoseNet, PoseNetConfig
-from avae.transforms import pose_family
+from avae.transforms import homogeneous, pose_family
 
 PAPER_SEARCH = {"restarts": 30, "steps": 20, "lr": 0.01}
-
-
-def _homogeneous(m: torch.Tensor) -> torch.Tensor:
-    return torch.cat([m, torch.tensor([0.0, 0.0, 1.0]).expand(m.shape[0], 1, 3)], 1)
 
 
 def perturb(x: torch.Tensor, pose: str, seed: int):
@@ -42,7 +38,7 @@ def train_pose_net(model, images: torch.Tensor, pose: str = "rotation", *, itera
     family = pose_family(pose)
     perturb(images[:1], pose, seed)  # rejects unsupported poses before the expensive search
     canonical = align(model, images, pose, seed=seed, progress=progress, **(search or PAPER_SEARCH)).pose
-    canonical_matrix = _homogeneous(family.matrix(canonical))
+    canonical_matrix = homogeneous(family.matrix(canonical))
     torch.manual_seed(seed)
     net = PoseNet(PoseNetConfig(pose=pose, channels=images.shape[1], image_size=images.shape[-1]))
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
@@ -52,7 +48,7 @@ def train_pose_net(model, images: torch.Tensor, pose: str = "rotation", *, itera
     for it in tqdm(range(iterations), desc="pose network", disable=None if progress else True, leave=False):
         index = torch.randint(0, images.shape[0], (batch_size,), generator=g)
         x, truth = perturb(images[index], pose, seed * 1_000_003 + it)
-        inverse = _homogeneous(pose_family(truth.pose).inverse_matrix(truth.params))
+        inverse = homogeneous(pose_family(truth.pose).inverse_matrix(truth.params))
         target = family.params_from_matrix((canonical_matrix[index] @ inverse)[:, :2])
         loss = net.loss(x, target).mean()
         optimizer.zero_grad(set_to_none=True)

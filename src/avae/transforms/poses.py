@@ -28,6 +28,11 @@ def _rotation(theta: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], -2)
 
 
+def homogeneous(m: torch.Tensor) -> torch.Tensor:
+    """(N, 2, 3) -> (N, 3, 3), so that poses compose by matrix product."""
+    return torch.cat([m, torch.tensor([0.0, 0.0, 1.0], dtype=m.dtype).expand(m.shape[0], 1, 3)], 1)
+
+
 def _with_translation(linear: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.cat([linear, t.unsqueeze(-1)], dim=-1)
 
@@ -46,10 +51,6 @@ class PoseFamily:
     @property
     def n_params(self) -> int:
         return len(self.param_names)
-
-    @property
-    def translates(self) -> bool:
-        return "tx" in self.param_names
 
     def identity(self, n: int, device=None, dtype=torch.float32) -> torch.Tensor:
         """(n, P) parameters of the identity pose (all zeros in every family)."""
@@ -117,10 +118,7 @@ class PoseFamily:
 
     def compose(self, first: torch.Tensor, then: torch.Tensor) -> torch.Tensor:
         """Parameters of moving content by ``first`` and then by ``then`` (matrix product)."""
-        bottom = torch.tensor([0.0, 0.0, 1.0], dtype=first.dtype).expand(first.shape[0], 1, 3)
-        a = torch.cat([self.matrix(then), bottom], 1)
-        b = torch.cat([self.matrix(first), bottom], 1)
-        return self.params_from_matrix((a @ b)[:, :2])
+        return self.params_from_matrix((homogeneous(self.matrix(then)) @ homogeneous(self.matrix(first)))[:, :2])
 
     def inverse(self, params: torch.Tensor) -> torch.Tensor | None:
         """Parameters of the inverse pose where the family is closed under inversion, else None."""
