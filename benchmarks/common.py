@@ -28,7 +28,16 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     return p
+
+
+def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, then apply --threads (recorded in the results' machine section)."""
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
 
 
 def time_call(fn, repeats: int = 3) -> float:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -250,11 +252,36 @@ def _path(path: Path, split: str, seed: int):
     return images, labels, str(path)
 
 
+def _check_npy_header(stream, size: int, where: str) -> None:
+    """Refuse an .npy header whose shape needs more bytes than the ``size`` bytes of the file: numpy
+    would allocate the array before finding the data missing."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    version = np.lib.format.read_magic(stream)
+    if version not in readers:
+        raise AvaeError(f"{where}: .npy format version {version[0]}.{version[1]} is not supported")
+    shape, _, dtype = readers[version](stream)
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > size - stream.tell():
+        raise AvaeError(f"{where}: truncated .npy array: its header claims shape {shape} of {dtype} "
+                        f"({needed} bytes), the file holds {max(0, size - stream.tell())}")
+
+
+def _unreadable(path: Path, what: str, err: Exception) -> AvaeError:
+    # A corrupt file fails inside numpy, zipfile or zlib with many exception types (even
+    # tokenize.TokenError from numpy's header parser); all mean the same to the user.
+    detail = " ".join(str(err).split())
+    return AvaeError(f"{path}: cannot read {what} ({type(err).__name__}: {detail[:200]})")
+
+
 def _npy(path: Path) -> np.ndarray:
     try:
+        with open(path, "rb") as f:
+            _check_npy_header(f, os.fstat(f.fileno()).st_size, str(path))
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise AvaeError(f"{path}: cannot read .npy array ({err})") from None
+    except AvaeError:
+        raise
+    except Exception as err:  # noqa: BLE001 - see _unreadable
+        raise _unreadable(path, ".npy array", err) from None
 
 
 IMAGE_KEYS = ("images", "x", "x_test", "x_train")
@@ -263,10 +290,17 @@ LABEL_KEYS = ("labels", "y", "y_test", "y_train")
 
 def _npz(path: Path):
     try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if member.filename.endswith(".npy"):
+                    with archive.open(member) as f:
+                        _check_npy_header(f, member.file_size, f"{path} ({member.filename})")
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise AvaeError(f"{path}: cannot read .npz archive ({err})") from None
+    except AvaeError:
+        raise
+    except Exception as err:  # noqa: BLE001 - see _unreadable
+        raise _unreadable(path, ".npz archive", err) from None
     image_key = next((k for k in IMAGE_KEYS if k in arrays), None)
     if image_key is None and len(arrays) == 1:
         image_key = next(iter(arrays))
@@ -289,7 +323,7 @@ def _npz(path: Path):
 
 
 def _png_folder(folder: Path):
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() == ".png" and p.is_file())
     if not files:
@@ -300,12 +334,19 @@ def _png_folder(folder: Path):
     first = None
     for file in files:
         try:
-            with Image.open(file) as image:
+            # From memory: PIL reads a chunk by the length its header claims, which from a file
+            # allocates that length first (up to 2 GiB) even if the file is a few bytes long.
+            with Image.open(io.BytesIO(file.read_bytes())) as image:
+                if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+                    raise AvaeError(f"{file}: {image.width}x{image.height} pixels, more than the "
+                                    f"{Image.MAX_IMAGE_PIXELS} an image may have")
                 image.load()
                 size, mode = image.size, image.mode
                 array = np.asarray(image)
-        except (OSError, UnidentifiedImageError) as err:
-            raise AvaeError(f"{file}: cannot read PNG image ({err})") from None
+        except AvaeError:
+            raise
+        except Exception as err:  # noqa: BLE001 - PIL fails on corrupt files in many ways (SyntaxError, ValueError, ...)
+            raise _unreadable(file, "PNG image", err) from None
         if mode not in ("L", "RGB"):
             raise AvaeError(f"{file}: image mode {mode}; expected grayscale (L) or RGB")
         if first is None:

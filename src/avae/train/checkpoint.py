@@ -75,12 +75,13 @@ def read(path: str | Path) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise AvaeError(f"{path}: not a readable avae checkpoint ({type(err).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    # exact types first: a hostile file may hold tensors or lists where strings belong
+    if not isinstance(payload, dict) or not isinstance(payload.get("format"), str) or payload["format"] != FORMAT:
         raise AvaeError(f"{path}: not an avae checkpoint (no '{FORMAT}' format marker)")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise AvaeError(f"{path}: checkpoint format version {payload.get('format_version')}, expected {FORMAT_VERSION}")
-    if payload.get("model") not in kinds:
-        raise AvaeError(f"{path}: unknown model '{payload.get('model')}', expected one of {', '.join(kinds)}")
+    if type(payload.get("format_version")) is not int or payload["format_version"] != FORMAT_VERSION:
+        raise AvaeError(f"{path}: checkpoint format version {str(payload.get('format_version'))[:40]}, expected {FORMAT_VERSION}")
+    if not isinstance(payload.get("model"), str) or payload["model"] not in kinds:
+        raise AvaeError(f"{path}: unknown model '{str(payload.get('model'))[:40]}', expected one of {', '.join(kinds)}")
     payload["path"] = str(path)
     return payload
 
@@ -94,11 +95,39 @@ def build(name: str, config: dict, where: str):
     return cls(config_from_dict(cls.Config, config, f"{where} config"))
 
 
+def _weights_misfit(name: str, config, state, where: str) -> str | None:
+    """Why ``state`` cannot be the weights of the model ``config`` describes, or None. The model is
+    built on the meta device (shapes, no memory), so a config claiming a huge model costs nothing;
+    every model must therefore be constructible there (all of avae's are)."""
+    try:
+        with torch.device("meta"):
+            skeleton = build(name, config, where)
+    except AvaeError:
+        raise
+    except Exception as err:  # noqa: BLE001 - e.g. sizes that overflow: the config is the file's fault
+        return f"its config describes no buildable model: {type(err).__name__}: {' '.join(str(err).split())[:120]}"
+    if not isinstance(state, dict):
+        return f"the weights are a {type(state).__name__}, not a dict of tensors"
+    expected = skeleton.state_dict()
+    for key, tensor in expected.items():
+        if not isinstance(tensor, torch.Tensor):  # a module's extra state is checked when loaded
+            continue
+        if not isinstance(state.get(key), torch.Tensor):
+            return f"no tensor '{key}'"
+        if state[key].shape != tensor.shape:
+            return f"'{key}' has shape {tuple(state[key].shape)}, the config needs {tuple(tensor.shape)}"
+    unexpected = [str(k)[:40] for k in state if k not in expected]
+    return f"unexpected weights {', '.join(unexpected[:3])}" if unexpected else None
+
+
 def model_from_payload(payload: dict):
     where = payload["path"]
-    model = build(payload["model"], payload["config"], where)
+    misfit = _weights_misfit(payload["model"], payload.get("config"), payload.get("state_dict"), where)
+    if misfit:
+        raise AvaeError(f"{where}: weights do not fit the {payload['model']} its config describes ({misfit})")
+    model = build(payload["model"], payload.get("config"), where)
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(payload.get("state_dict"))
     except (RuntimeError, KeyError, TypeError) as err:
         first = str(err).strip().splitlines()[0]
         raise AvaeError(f"{where}: weights do not fit the {payload['model']} its config describes ({first})") from None
