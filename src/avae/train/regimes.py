@@ -48,8 +48,9 @@ class TransformOptimized:
     name = "transform-optimized"
 
     def __init__(self, n_images: int, restarts: int = 20, steps: int = 10, lr: float = 0.01,
-                 warm_start: bool = False):
+                 warm_start: bool = False, polish: int = 0):
         self.restarts, self.steps, self.lr, self.warm_start = restarts, steps, lr, warm_start
+        self.polish = polish
         self.angles: dict[int, torch.Tensor] = {}
         self.n_images = n_images
 
@@ -65,10 +66,15 @@ class TransformOptimized:
         if self.warm_start and previous is not None and torch.isfinite(previous[index]).all():
             init = torch.deg2rad(previous[index]).unsqueeze(1) - shift
         found = align(model, shifted, "rotation", restarts=self.restarts, steps=self.steps, lr=self.lr, seed=seed,
-                      init=init)
+                      init=init, polish=self.polish)
         record = self.angles.setdefault(epoch, torch.full((self.n_images,), float("nan")))
         record[index] = torch.rad2deg(shift[:, 0] + found.pose[:, 0]).remainder(360.0)
         return AffineVAE(model, "rotation").loss(shifted, found.pose, sample=True)["loss"]
+
+    def merge_ranks(self, epoch: int, merge) -> None:
+        """Distributed training: each rank recorded only its own images of ``epoch``; ``merge``
+        (:func:`avae.train.distributed.merge_records`, collective) completes every rank's record."""
+        self.angles[epoch] = merge(self.angles.get(epoch, torch.full((self.n_images,), float("nan"))))
 
     def state_dict(self) -> dict:
         return {"angles": {str(k): v for k, v in self.angles.items()}}
@@ -97,5 +103,5 @@ def make_regime(config, n_images: int = 0):
         raise AvaeError(f"unknown training regime '{config.regime}': expected one of {', '.join(REGIMES)}")
     if config.regime == "transform-optimized":
         return TransformOptimized(n_images, config.pose_restarts, config.pose_steps, config.pose_lr,
-                                  config.pose_warm_start)
+                                  config.pose_warm_start, config.pose_polish)
     return REGIMES[config.regime]()

@@ -1,0 +1,306 @@
+"""`avae reproduce transformer-vae`: the experiments of Vivé (2017) on the Transformer VAEs.
+
+Experiments are configurations (:class:`TransformerPreset`); every preset runs the same code. The
+models an experiment needs are named by :class:`ModelSpec` (kind, content latent size, prior on u),
+trained once into ``OUT/models/NAME`` by the one training loop and reused when the command runs
+again. Each experiment is a function of trained models and data that returns tidy rows:
+
+1. reconstruction error vs total latent size dim z + dim u (thesis Fig. 5);
+2. linear SVMs on the latent means, cross-validated on the training digits and tested on the test
+   set, against raw pixels and PCA (Table 1);
+3. importance-sampled log-likelihood against the ELBO (section VI.i);
+4. the pose a model gives the training digits on average, where samples are posed (Figs. 6, 7, 9).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avae.data import load
+from avae.errors import AvaeError
+from avae.io import write_json
+from avae.models.transformer_vae import importance_sampled_bounds, make_transformer
+from avae.report.provenance import provenance
+from avae.report.tables import write_csv
+from avae.train.loop import TrainConfig, fit, mean_and_sem, per_image_loss
+
+# Thesis Table 1: linear-SVM test accuracy (%) on the latent means, models trained on full MNIST.
+THESIS_TABLE1 = {("VAE", 8): 87.99, ("affine TVAE", 8): 88.39, ("affine DTVAE", 8): 93.87,
+                 ("TPS TVAE", 20): 94.48, ("affine DTVAE", 20): 94.17}
+
+# kind -> (label, registered model, fixed config fields); every model is the thesis's: dense nets
+# of two hidden layers of 256 ReLU units, Bernoulli likelihood, 28x28 digits.
+KINDS = {
+    "vae": ("VAE", "vae", {"net": "mlp", "likelihood": "bernoulli", "image_size": 28}),
+    "tvae-affine": ("affine TVAE", "tvae", {"transformer": "affine"}),
+    "tvae-affine5": ("5-dof TVAE", "tvae", {"transformer": "affine5"}),
+    "tvae-tps": ("TPS TVAE", "tvae", {"transformer": "tps"}),
+    "dtvae-affine": ("affine DTVAE", "dtvae", {"transformer": "affine"}),
+}
+MAIN_KINDS = ("vae", "tvae-affine", "tvae-tps", "dtvae-affine")  # Fig. 5 and Table 1
+PRIOR_LABELS = {"none": "none (u deterministic)", "diagonal": "diagonal normal, learned mean and variance",
+                "full": "full covariance (u' = W u + b)"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    kind: str
+    latent: int  # dimension of z
+    prior: str = "none"  # prior on u (transformer models)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-z{self.latent}" + ("" if self.prior == "none" else f"-{self.prior}")
+
+    @property
+    def label(self) -> str:
+        text = f"{KINDS[self.kind][0]} (z={self.latent})"
+        return text if self.kind == "vae" or self.prior == "none" else f"{text}, {self.prior} prior"
+
+    @property
+    def model(self) -> str:
+        return KINDS[self.kind][1]
+
+    @property
+    def pose_dof(self) -> int:
+        config = KINDS[self.kind][2]
+        return make_transformer(config["transformer"]).dof if "transformer" in config else 0
+
+    @property
+    def total(self) -> int:
+        return self.latent + self.pose_dof
+
+    def config(self) -> dict:
+        extra = {} if self.kind == "vae" else {"prior": self.prior}
+        return {"latent": self.latent, **KINDS[self.kind][2], **extra}
+
+
+@dataclass(frozen=True)
+class TransformerPreset:
+    name: str
+    train_images: int | None  # training digits (None: all 4,500 embedded training digits)
+    epochs: int
+    totals: tuple[int, ...]  # Fig. 5: total latent sizes dim z + dim u
+    svm_latents: tuple[int, ...]  # Table 1: dimensions of z
+    prior_latent: int  # priors on u (Figs. 10, 11) and importance sampling, at this dim z
+    test_images: int | None  # reconstruction and SVM test accuracy (None: all 10,000)
+    is_images: int  # importance sampling: test digits ...
+    is_samples: int  # ... and samples per digit
+    svm_folds: int = 9
+    batch_size: int = 100
+    lr: float = 1e-3
+    scatter_latent: int = 2  # Fig. 8 and the latent walk
+
+    def fig5_specs(self) -> list[ModelSpec]:
+        specs = []
+        for kind in MAIN_KINDS:
+            for total in self.totals:
+                latent = total - ModelSpec(kind, 1).pose_dof
+                if latent >= 1:
+                    specs.append(ModelSpec(kind, latent))
+        return specs
+
+    def svm_specs(self) -> list[ModelSpec]:
+        return [ModelSpec(kind, latent) for latent in self.svm_latents for kind in MAIN_KINDS]
+
+    def scatter_specs(self) -> list[ModelSpec]:
+        return [ModelSpec(kind, self.scatter_latent) for kind in MAIN_KINDS]
+
+    def prior_specs(self) -> list[ModelSpec]:
+        z = self.prior_latent
+        return [ModelSpec("tvae-affine", z), ModelSpec("tvae-affine", z, "diagonal"), ModelSpec("tvae-affine5", z, "diagonal"),
+                ModelSpec("tvae-affine", z, "full"), ModelSpec("tvae-tps", z), ModelSpec("tvae-tps", z, "diagonal")]
+
+    def importance_specs(self) -> list[ModelSpec]:
+        return [ModelSpec(kind, self.prior_latent) for kind in MAIN_KINDS] + [
+            s for s in self.prior_specs() if s.prior != "none"]
+
+    def all_specs(self) -> list[ModelSpec]:
+        specs = self.fig5_specs() + self.svm_specs() + self.scatter_specs() + self.prior_specs() + self.importance_specs()
+        return list(dict.fromkeys(specs))
+
+
+PRESETS = {
+    # smoke test of the whole pipeline (same code path): 1,000 digits, 3 epochs; minutes on 2 cores
+    "quick": TransformerPreset("quick", train_images=1000, epochs=3, totals=(8, 20), svm_latents=(8,), prior_latent=8,
+                               test_images=1000, is_images=100, is_samples=50),
+    # all 4,500 embedded training digits and the whole test set, about 40 minutes on 2 CPU cores
+    "standard": TransformerPreset("standard", train_images=None, epochs=40, totals=(8, 14, 20, 26, 38),
+                                  svm_latents=(8, 20), prior_latent=8, test_images=None, is_images=500, is_samples=500),
+}
+
+
+# ----------------------------------------------------------------------------------- experiments
+def train_models(specs, train, val, out: Path, preset: TransformerPreset, seed: int = 0, progress: bool = True) -> dict:
+    """spec -> trained model, each in ``out/models/NAME`` (reused, or resumed, when already there)."""
+    config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr, weight_decay=0.0, seed=seed)
+    return {s: fit(s.model, s.config(), train, val, config, Path(out) / "models" / s.name, resume=True, progress=progress)
+            for s in specs}
+
+
+def reconstruction_rows(models: dict, test) -> list[dict]:
+    """Per model: test reconstruction error (Bernoulli nll, posterior-mean latents) and loss, mean ± s.e."""
+    rows = []
+    for spec, model in models.items():
+        terms = per_image_loss(model, test)
+        nll, loss = mean_and_sem(terms["nll"]), mean_and_sem(terms["loss"])
+        rows.append({"model": KINDS[spec.kind][0], "name": spec.name, "prior": spec.prior, "dim z": spec.latent,
+                     "dim u": spec.pose_dof, "total latent": spec.total, "nll": nll["mean"], "nll sem": nll["sem"],
+                     "loss": loss["mean"], "loss sem": loss["sem"], "kl": terms["kl"].mean().item(), "n": nll["n"]})
+    return rows
+
+
+@torch.no_grad()
+def latent_means(model, images: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+    """(N, dim z) posterior means of the content latent z (what the SVMs and scatter plots see)."""
+    model.eval()
+    return torch.cat([model.encode(images[s : s + batch_size])[0] for s in range(0, len(images), batch_size)]).numpy()
+
+
+@torch.no_grad()
+def mean_pose(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """(dof,) the average posterior-mean pose of ``images`` (the training digits' mean pose)."""
+    model.eval()
+    return torch.cat([model.pose_of(images[s : s + batch_size]) for s in range(0, len(images), batch_size)]).mean(0)
+
+
+@torch.no_grad()
+def pose_spread(model, images: torch.Tensor) -> dict[str, float]:
+    """How much pose the model uses: the standard deviation of the posterior-mean poses of
+    ``images`` and the prior's standard deviation (NaN without a prior), each averaged over the
+    pose parameters."""
+    model.eval()
+    poses = torch.cat([model.pose_of(images[s : s + 1000]) for s in range(0, len(images), 1000)])
+    latent = model.pose_latent
+    if latent.prior == "diagonal":
+        prior_std = (0.5 * latent.prior_logvar).exp().mean().item()
+    elif latent.prior == "full":
+        prior_std = latent.weight.pow(2).sum(1).sqrt().mean().item()
+    else:
+        prior_std = float("nan")
+    return {"pose std": poses.std(0).mean().item(), "prior std": prior_std}
+
+
+def svm_rows(features: dict[str, tuple[np.ndarray, np.ndarray]], y_train, y_test, *, folds: int = 9, seed: int = 0,
+             pca: int | None = None) -> list[dict]:
+    """A linear SVM (scikit-learn LinearSVC, C = 1, primal solver) per feature set: ``folds``-fold
+    cross-validated accuracy on the training features (mean and standard deviation over folds, %)
+    and test accuracy after fitting on all training features (%). Latents and PCA components are
+    standardised; raw pixels are not (they share one scale, and standardising the nearly constant
+    border pixels makes liblinear crawl)."""
+    try:
+        from sklearn.decomposition import PCA
+        from sklearn.model_selection import StratifiedKFold, cross_val_score
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import LinearSVC
+    except ImportError:
+        raise AvaeError("the SVM probes need scikit-learn: pip install scikit-learn") from None
+
+    rows = []
+    for label, (train_x, test_x) in features.items():
+        began = time.perf_counter()
+        steps = [PCA(pca, random_state=seed)] if pca and label.startswith("PCA") else []
+        steps += [] if label == "raw pixels" else [StandardScaler()]
+        classifier = make_pipeline(*steps, LinearSVC(C=1.0, dual=False, max_iter=2000, random_state=seed))
+        cv = cross_val_score(classifier, train_x, y_train, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+        test_accuracy = classifier.fit(train_x, y_train).score(test_x, y_test)
+        rows.append({"features": label, "dim": int(pca if pca and label.startswith("PCA") else train_x.shape[1]),
+                     "cv accuracy": 100 * float(cv.mean()), "cv std": 100 * float(cv.std()),
+                     "test accuracy": 100 * float(test_accuracy), "seconds": time.perf_counter() - began})
+    return rows
+
+
+def table1_rows(models: dict, train, test, latents, *, folds: int = 9, seed: int = 0) -> list[dict]:
+    """Table 1: raw pixels, PCA(d) and every model's latent means at each latent size d."""
+    import warnings
+
+    y_train, y_test = train.labels.numpy(), test.labels.numpy()
+    raw = (train.images.flatten(1).numpy(), test.images.flatten(1).numpy())
+    rows = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Liblinear failed to converge")  # such a fold still counts
+        rows += [{"size": "-", **r} for r in svm_rows({"raw pixels": raw}, y_train, y_test, folds=folds, seed=seed)]
+        for d in latents:
+            rows += [{"size": d, **r} for r in svm_rows({f"PCA({d})": raw}, y_train, y_test, folds=folds, seed=seed, pca=d)]
+            feats = {f"{KINDS[s.kind][0]}({d})": (latent_means(m, train.images), latent_means(m, test.images))
+                     for s, m in models.items() if s.latent == d and s.prior == "none"}
+            rows += [{"size": d, **r} for r in svm_rows(feats, y_train, y_test, folds=folds, seed=seed)]
+    for r in rows:
+        model = r["features"].split("(")[0]
+        r["thesis test accuracy"] = THESIS_TABLE1.get((model, r["size"]), "-")
+    return rows
+
+
+def importance_rows(models: dict, test, *, samples: int, seed: int = 0) -> list[dict]:
+    """Per model: log p(x) by importance sampling with ``samples`` draws from q, the ELBO on the same
+    draws, and their gap, per test digit (nats), mean ± s.e."""
+    rows = []
+    for spec, model in models.items():
+        began = time.perf_counter()
+        bounds = importance_sampled_bounds(model, test.images, samples, seed=seed)
+        lp, elbo, gap = (mean_and_sem(v) for v in (bounds["log_px"], bounds["elbo"], bounds["log_px"] - bounds["elbo"]))
+        rows.append({"model": spec.label, "name": spec.name, "prior on u": spec.prior if spec.kind != "vae" else "-",
+                     "log p(x)": lp["mean"], "log p(x) sem": lp["sem"], "ELBO": elbo["mean"], "ELBO sem": elbo["sem"],
+                     "gap": gap["mean"], "gap sem": gap["sem"], "samples": samples, "n": lp["n"],
+                     "seconds": time.perf_counter() - began})
+    return rows
+
+
+# ----------------------------------------------------------------------------------- the command
+def reproduce_transformer_vae(preset: TransformerPreset, out: Path, *, data_dir, seed: int = 0,
+                              progress: bool = True) -> dict:
+    """Train what the preset names, run every experiment, write metrics.json, CSVs, figures and
+    report.md into ``out``; returns the summary stored in metrics.json."""
+    from avae.report import transformer as report
+
+    out = Path(out)
+    began = time.perf_counter()
+    torch.manual_seed(seed)
+    # the thesis's 28x28 digits (no padding): the dense nets stay small
+    train = load("mnist-embedded", "train", seed=seed, limit=preset.train_images, pad_to=None)
+    val = load("mnist-embedded", "val", seed=seed, pad_to=None)
+    test = load("mnist", "test", data_dir=data_dir, seed=seed, limit=preset.test_images, pad_to=None)
+    is_test = test.take(preset.is_images, seed=seed)
+    models = train_models(preset.all_specs(), train, val, out, preset, seed=seed, progress=progress)
+    train_seconds = {s.name: _training_seconds(out / "models" / s.name) for s in models}
+
+    fig5 = reconstruction_rows({s: models[s] for s in preset.fig5_specs()}, test)
+    priors = [{**row, **pose_spread(models[s], test.images)}
+              for s, row in zip(preset.prior_specs(), reconstruction_rows({s: models[s] for s in preset.prior_specs()}, test))]
+    table1 = table1_rows({s: models[s] for s in preset.svm_specs()}, train, test, preset.svm_latents,
+                         folds=preset.svm_folds, seed=seed)
+    importance = importance_rows({s: models[s] for s in preset.importance_specs()}, is_test,
+                                 samples=preset.is_samples, seed=seed)
+    for name, rows in (("reconstruction_vs_latent", fig5), ("priors", priors), ("table1_svm", table1),
+                       ("importance_sampling", importance)):
+        write_csv(out / f"{name}.csv", rows)
+
+    figures = report.write_figures(models, preset, train, test, out, seed=seed)
+    figures["fig5"] = report.fig5(fig5, out / "fig5_reconstruction_vs_latent.png", len(test)).name
+    summary = {"reconstruction_vs_latent": fig5, "priors": priors, "table1": table1, "importance_sampling": importance,
+               "figures": figures, "training_seconds": train_seconds,
+               "seconds": time.perf_counter() - began}
+    meta = {**provenance(), "preset": asdict(preset), "seed": seed, "train_data": train.describe(),
+            "validation_data": val.describe(), "test_data": test.describe(), "importance_data": is_test.describe(),
+            "train_config": {"epochs": preset.epochs, "batch_size": preset.batch_size, "lr": preset.lr,
+                             "weight_decay": 0.0, "optimizer": "Adam"}}
+    write_json(out / "metrics.json", {**meta, "summary": summary})
+    report.render_report(out)
+    return summary
+
+
+def _training_seconds(run_dir: Path) -> float:
+    import json
+
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    return float(sum(h["seconds"] for h in history))
+
+
+__all__ = ["ModelSpec", "TransformerPreset", "PRESETS", "KINDS", "THESIS_TABLE1", "reproduce_transformer_vae",
+           "train_models", "reconstruction_rows", "pose_spread", "svm_rows", "table1_rows", "importance_rows", "latent_means",
+           "mean_pose"]

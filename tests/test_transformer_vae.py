@@ -1,0 +1,219 @@
+"""Transformer VAE and Double Transformer VAE (Vivé 2017): transformers, priors, bounds, training,
+alignment, and `avae reproduce transformer-vae` with a tiny preset."""
+import json
+import math
+
+import pytest
+import torch
+from torch.distributions import MultivariateNormal, Normal
+
+from avae.align import align
+from avae.cli import main
+from avae.data import load
+from avae.errors import AvaeError
+from avae.evaluate import transformer as experiments
+from avae.models import MODELS, VAE, VAEConfig
+from avae.models.transformer_vae import (DoubleTransformerVAE, DoubleTransformerVAEConfig, PoseLatent, TransformerVAE,
+                                         TransformerVAEConfig, importance_sampled_bounds, make_transformer)
+from avae.report.transformer import render_report
+from avae.train import checkpoint
+from avae.transforms.tps import control_grid, tps_unwarp, tps_warp
+
+TRANSFORMERS = ("affine", "affine5", "tps")
+
+
+@pytest.fixture(scope="module")
+def digits28():
+    """256 real 28x28 MNIST training digits (the thesis's size)."""
+    return load("mnist-embedded", "train", limit=256, pad_to=None).images
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_identity_pose_leaves_the_image_unchanged(name, digits28):
+    t = make_transformer(name)
+    identity = t.identity().expand(16, -1)
+    x = digits28[:16]
+    assert torch.allclose(t.pose(x, identity), x, atol=1e-5)
+    assert torch.allclose(t.unpose(x, identity), x, atol=1e-5)
+
+
+def test_tps_with_zero_offsets_is_the_identity_and_offsets_move_content(digits28):
+    x = digits28[:8]
+    zero = torch.zeros(8, 18)
+    assert torch.allclose(tps_warp(x, zero), x, atol=1e-5)
+    assert torch.allclose(tps_unwarp(x, zero), x, atol=1e-5)
+    # moving every control point right by 0.25 (3.5 pixels of 28) moves the content right by as much
+    shift = torch.zeros(8, 9, 2)
+    shift[..., 0] = 0.25
+    moved = tps_warp(x, shift.flatten(1))
+    cols = torch.arange(28.0)
+    centroid = lambda im: (im.sum(-2) * cols).sum(-1) / im.sum((-2, -1))  # noqa: E731
+    assert torch.allclose(centroid(moved) - centroid(x), torch.full((8, 1), 3.5), atol=0.3)
+    # unwarp undoes warp, up to resampling blur
+    small = 0.05 * torch.randn(8, 18, generator=torch.Generator().manual_seed(0))
+    back = tps_unwarp(tps_warp(x, small), small)
+    assert (back - x).abs().mean() < 0.05
+    assert control_grid(3).shape == (9, 2)
+
+
+def test_affine_unpose_inverts_pose():
+    t = make_transformer("affine")
+    theta = torch.tensor([[1.1, 0.2, 0.05, -0.1, 0.9, -0.1]])
+    blob = torch.exp(-((torch.linspace(-1, 1, 28)[:, None] ** 2 + torch.linspace(-1, 1, 28) ** 2) / 0.1))[None, None]
+    back = t.unpose(t.pose(blob, theta), theta)
+    assert (back - blob).abs().max() < 0.06 and (t.pose(blob, theta) - blob).abs().max() > 0.3  # resampled twice
+
+
+def _monte_carlo_kl(q, p, n=200_000):
+    u = q.sample((n,))
+    return (q.log_prob(u) - p.log_prob(u)).mean(0)
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_each_priors_kl_matches_a_monte_carlo_estimate(name):
+    torch.manual_seed(0)
+    t = make_transformer(name)
+    d = t.dof
+    # diagonal normal prior with a learned mean and variance (eq. 7)
+    latent = PoseLatent(t, "diagonal")
+    with torch.no_grad():
+        latent.prior_mean.add_(0.3 * torch.randn(d))
+        latent.prior_logvar.add_(0.5 * torch.randn(d))
+    mu, logvar = t.identity() + 0.2 * torch.randn(2, d), -3 + torch.randn(2, d)
+    _, kl = latent(torch.cat([mu, logvar], 1), sample=True)
+    for i in range(2):
+        q = Normal(mu[i], (0.5 * logvar[i]).exp())
+        p = Normal(latent.prior_mean.detach(), (0.5 * latent.prior_logvar.detach()).exp())
+        mc = _monte_carlo_kl(q, p).sum()
+        assert kl[i].item() == pytest.approx(mc.item(), rel=0.03, abs=0.05)
+    # full covariance: u ~ N(0, I), pose = W u + b; the KL is that of the poses' two normals
+    latent = PoseLatent(t, "full")
+    with torch.no_grad():
+        latent.weight.copy_(0.2 * torch.eye(d) + 0.05 * torch.randn(d, d))
+    mu, logvar = 0.5 * torch.randn(1, d), -1 + 0.3 * torch.randn(1, d)
+    _, kl = latent(torch.cat([mu, logvar], 1), sample=True)
+    w, b = latent.weight.detach(), latent.bias.detach()
+    q = MultivariateNormal(mu[0] @ w.T + b, w @ torch.diag(logvar[0].exp()) @ w.T)
+    p = MultivariateNormal(b, w @ w.T)
+    assert kl[0].item() == pytest.approx(_monte_carlo_kl(q, p).item(), rel=0.03, abs=0.05)
+    # none: u deterministic, no KL
+    latent = PoseLatent(t, "none")
+    pose, kl = latent(mu[:, :1].expand(1, d), sample=True)
+    assert kl.abs().max() == 0 and latent.n_outputs == d
+
+
+def _train_steps(model, x, steps=20, batch_size=32):
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for step in range(steps):
+        batch = x[(step * batch_size) % len(x) :][:batch_size]
+        loss = model.loss(batch, sample=True)["loss"].mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+MODEL_CASES = [("tvae", "affine", "none"), ("tvae", "affine5", "diagonal"), ("tvae", "tps", "none"),
+               ("tvae", "affine", "full"), ("dtvae", "affine", "none"), ("dtvae", "tps", "diagonal")]
+
+
+@pytest.mark.parametrize("kind,transformer,prior", MODEL_CASES)
+def test_each_model_trains_with_a_falling_loss(kind, transformer, prior, digits28):
+    torch.manual_seed(0)
+    model = MODELS[kind](MODELS[kind].Config(latent=4, transformer=transformer, prior=prior))
+    losses = _train_steps(model, digits28)
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    out = model.loss(digits28[:8], sample=False)
+    assert out["loss"].shape == (8,) and torch.allclose(out["loss"], out["nll"] + out["kl"])
+    assert torch.allclose(out["kl"], out["kl_z"] + out["kl_u"])
+    assert model.encode(digits28[:8])[0].shape == (8, 4)
+    assert model.sample(5, torch.Generator().manual_seed(0)).shape == (5, 1, 28, 28)
+
+
+def test_importance_sampled_bound_is_above_the_elbo_and_grows_with_samples(digits28):
+    torch.manual_seed(0)
+    models = [TransformerVAE(TransformerVAEConfig(latent=4, prior="diagonal")),
+              DoubleTransformerVAE(DoubleTransformerVAEConfig(latent=4, prior="full")),
+              VAE(VAEConfig(latent=4, net="mlp", likelihood="bernoulli", image_size=28))]
+    x = digits28[:32]
+    for model in models:
+        _train_steps(model, digits28, steps=10)
+        means = []
+        for k in (1, 10, 100):
+            b = importance_sampled_bounds(model, x, k, chunk=50, seed=1)
+            assert (b["log_px"] >= b["elbo"] - 1e-9).all()
+            if k == 1:
+                assert torch.allclose(b["log_px"], b["elbo"])
+            means.append(b["log_px"].mean().item())
+        assert means[0] < means[1] < means[2], (model.name, means)
+
+
+def test_alignment_runs_on_transformer_models(digits28):
+    torch.manual_seed(0)
+    x = digits28[:6]
+    for model in (TransformerVAE(TransformerVAEConfig(latent=4)),
+                  DoubleTransformerVAE(DoubleTransformerVAEConfig(latent=4, transformer="tps"))):
+        result = align(model.eval(), x, "rotation", restarts=4, steps=2)
+        assert result.pose.shape == (6, 1) and result.reconstruction.shape == x.shape
+        assert (result.loss <= result.identity_loss + 1e-4).all()
+        assert torch.allclose(result.identity_loss, model.loss(x, sample=False)["loss"], atol=1e-3)
+
+
+def test_models_save_and_load_through_the_registry(tmp_path, digits28):
+    model = DoubleTransformerVAE(DoubleTransformerVAEConfig(latent=3, transformer="tps", prior="diagonal"))
+    checkpoint.save(model, tmp_path / "checkpoint.pt")
+    loaded = checkpoint.load(tmp_path)
+    assert loaded.name == "dtvae" and loaded.config == model.config
+    assert torch.allclose(loaded.loss(digits28[:4], sample=False)["loss"], model.eval().loss(digits28[:4], sample=False)["loss"])
+
+
+def test_bad_configs_are_one_line_errors():
+    with pytest.raises(AvaeError, match="field 'prior' must be one of none, diagonal, full") as err:
+        checkpoint.build("tvae", {"prior": "laplace"}, "options")
+    assert "\n" not in str(err.value)
+    with pytest.raises(AvaeError, match="field 'transformer'"):
+        checkpoint.build("dtvae", {"transformer": "projective"}, "options")
+    with pytest.raises(AvaeError, match="TPS offsets must have shape"):
+        tps_warp(torch.zeros(2, 1, 28, 28), torch.zeros(2, 8))
+
+
+# 9 small models (totals of 8 leave no room for the TPS's 18 pose numbers in Fig. 5; it still trains for the rest)
+TINY = experiments.TransformerPreset("test", train_images=60, epochs=1, totals=(8,), svm_latents=(2,), prior_latent=2,
+                                     test_images=60, is_images=8, is_samples=4, svm_folds=3, batch_size=60)
+
+
+def test_reproduce_transformer_vae_end_to_end(mnist_test_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(experiments.PRESETS, "quick", TINY)
+    out = tmp_path / "r"
+    assert main(["reproduce", "transformer-vae", "--data-dir", str(mnist_test_dir), "--out", str(out), "--quiet"]) == 0
+    assert "report:" in capsys.readouterr().out
+    for name in ("report.md", "metrics.json", "fig5_reconstruction_vs_latent.png", "fig6_samples_mean_pose.png",
+                 "fig8_latent_scatter.png", "fig9_latent_walk.png", "fig10_prior_samples.png", "fig_reconstructions.png",
+                 "table1_svm.csv", "importance_sampling.csv", "priors.csv", "reconstruction_vs_latent.csv"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    summary = metrics["summary"]
+    assert {r["model"] for r in summary["reconstruction_vs_latent"]} == {"VAE", "affine TVAE", "affine DTVAE"}
+    assert len(list((out / "models").iterdir())) == 9
+    assert [r["features"] for r in summary["table1"]][:2] == ["raw pixels", "PCA(2)"]
+    assert all(r["gap"] >= 0 and math.isfinite(r["log p(x)"]) for r in summary["importance_sampling"])
+    report = (out / "report.md").read_text()
+    assert "preset `test`" in report and "60 digits of the real MNIST test set" in report and "z only" in report
+    # re-rendering from the saved results alone gives the same report; running again reuses the models
+    (out / "report.md").unlink()
+    render_report(out)
+    assert (out / "report.md").read_text() == report
+    stamp = (out / "models" / "tvae-affine-z2" / "checkpoint.pt").stat().st_mtime_ns
+    train = load("mnist-embedded", "train", limit=TINY.train_images, pad_to=None)
+    val = load("mnist-embedded", "val", pad_to=None)
+    experiments.train_models([experiments.ModelSpec("tvae-affine", 2)], train, val, out, TINY, progress=False)
+    assert (out / "models" / "tvae-affine-z2" / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+
+def test_reproduce_transformer_vae_rejects_a_preset_it_lacks(tmp_path, mnist_test_dir, capsys):
+    assert main(["reproduce", "transformer-vae", "--preset", "paper", "--data-dir", str(mnist_test_dir),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "transformer-vae has presets quick, standard" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
