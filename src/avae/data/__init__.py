@@ -9,15 +9,19 @@ Named datasets are listed in :data:`DATASETS`; any other name is a path to an ID
 .npy/.npz array or a folder of PNG images. Errors a user can fix raise
 :class:`avae.errors.AvaeError`.
 """
+from avae.data.color import COLOR_NAMES, ColorMNIST, color_mnist
 from avae.data.download import download_mnist
 from avae.data.idx import read_idx, write_idx
 from avae.data.perturb import Perturbation, random_affine, rotated
 from avae.data.sources import DATASETS, Dataset, load
 
 __all__ = [
+    "COLOR_NAMES",
+    "ColorMNIST",
     "DATASETS",
     "Dataset",
     "Perturbation",
+    "color_mnist",
     "download_mnist",
     "load",
     "random_affine",

@@ -1,0 +1,366 @@
+"""`avae reproduce autoencoding-vae`: the Autoencoding VAE and smooth encoders (Cemgil et al. 2020)
+on ColorMNIST, from one command.
+
+Five models share one architecture and one training loop (:func:`avae.train.loop.fit`): VAE, AVAE,
+SE, SE-AVAE, and the VAE whose encoder is post-processed with the AVAE terms on its own samples.
+Each is evaluated by a linear probe (logistic regression on the encoder means) for the digit and
+the colour, PGD attacks on the pixels against encoder plus probe and against the representation,
+reconstruction error, training time, a sample-quality distance in the features of a classifier
+trained here (FD-MNISTnet), and iterated reconstruction chains. Models are trained into
+``OUT/models/NAME`` and reused when the command runs again.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from avae.attacks import EncoderClassifier, accuracy, art_available, art_pgd, attack_classifier, attack_representation
+from avae.data import color_mnist, load
+from avae.io import atomic_path, write_json
+from avae.models.autoencoding_vae import post_process_encoder
+from avae.nets.classifier import MNISTNet, train_classifier
+from avae.report.provenance import provenance
+from avae.train import checkpoint
+from avae.train.loop import TrainConfig, fit, mean_and_sem
+
+# The slides of the paper: ColorMNIST digit accuracy (%) at epsilon 0 / 0.1 / 0.2.
+PAPER_ACCURACY = {"VAE": (93.8, 5.8, 0.0), "AVAE": (97.3, 88.1, 54.8), "SE": (95.7, 92.6, 87.3),
+                  "SE-AVAE": (97.6, 94.2, 79.8)}
+PAPER_TIME = {"AVAE": 1.5}
+VARIANTS = {"VAE": {}, "AVAE": {"avae": True}, "SE": {"smooth": True}, "SE-AVAE": {"avae": True, "smooth": True}}
+POST = "VAE+AVAE post"
+EPSILONS = (0.0, 0.1, 0.2)
+
+
+@dataclass(frozen=True)
+class AutoencodingPreset:
+    name: str
+    train_images: int | None  # ColorMNIST training digits (None: all 4,500 embedded ones)
+    epochs: int  # every model, Adam, batch 64 (the released code's), no weight decay
+    post_steps: int  # AVAE post-processing: encoder steps on the VAE's own samples
+    test_images: int | None  # real MNIST test digits, coloured (None: all 10,000)
+    attack_steps: int  # PGD steps at test time, after a random start
+    attack_step_fraction: float  # PGD step size as a fraction of epsilon
+    art_images: int  # subset for the ART cross-check
+    fd_samples: int  # model samples and test images for FD-MNISTnet
+    chain_images: int
+    chain_steps: int
+    classifier_epochs: int  # MNISTnet, for FD and chains
+    se_epsilon: float = 0.2
+    se_steps: int = 2  # PGD steps per training batch for SE
+    latent: int = 64
+    rho: float = 0.975
+    net: str = "mlp"
+    batch_size: int = 64
+    lr: float = 1e-4  # the released code's
+
+
+PRESETS = {
+    # a smoke test of the whole pipeline, a few minutes on 2 CPU cores
+    "quick": AutoencodingPreset("quick", train_images=1000, epochs=3, post_steps=100, test_images=500, attack_steps=10,
+                                attack_step_fraction=0.25, art_images=100, fd_samples=500, chain_images=100,
+                                chain_steps=10, classifier_epochs=2, lr=1e-3),
+    # all 4,500 training digits, 2,000 test digits; Adam lr 1e-3 (the released code: 1e-4) so that 60 epochs
+    # train the models within about 40 minutes of 2 uncontended CPU cores
+    "standard": AutoencodingPreset("standard", train_images=None, epochs=60, post_steps=2000, test_images=2000,
+                                   attack_steps=20, attack_step_fraction=0.125, art_images=500, fd_samples=2000,
+                                   chain_images=500, chain_steps=20, classifier_epochs=8, lr=1e-3),
+}
+
+
+def datasets(preset: AutoencodingPreset, data_dir, seed: int = 0):
+    """ColorMNIST (train, val, test): training digits from mnist-embedded, test digits from the real
+    MNIST test set, 28 x 28, each coloured with a seeded colour."""
+    train = color_mnist(load("mnist-embedded", "train", pad_to=None, seed=seed, limit=preset.train_images), seed=seed)
+    val = color_mnist(load("mnist-embedded", "val", pad_to=None, seed=seed), seed=seed + 1)
+    test = color_mnist(load("mnist", "test", data_dir=data_dir, pad_to=None, seed=seed, limit=preset.test_images),
+                       seed=seed + 2)
+    return train, val, test
+
+
+def model_config(preset: AutoencodingPreset, variant: str) -> dict:
+    return {"latent": preset.latent, "net": preset.net, "rho": preset.rho, "se_epsilon": preset.se_epsilon,
+            "se_steps": preset.se_steps, **VARIANTS[variant]}
+
+
+def train_models(preset, train, val, out: Path, *, seed: int = 0, progress: bool = True) -> tuple[dict, dict]:
+    """Train (or reuse) every model; returns ({name: model}, {name: training seconds})."""
+    config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr, weight_decay=0.0,
+                         seed=seed)
+    models, seconds = {}, {}
+    for variant in VARIANTS:
+        run = out / "models" / variant
+        models[variant] = fit("autoencoding-vae", model_config(preset, variant), train, val, config, run,
+                              resume=True, progress=progress)
+        seconds[variant] = training_seconds(run)
+    post_run = out / "models" / "VAE-avae-post"
+    post_file = post_run / checkpoint.FILENAME
+    payload = checkpoint.read(post_file) if post_file.exists() else {}
+    if (payload.get("base_epochs"), payload.get("post_steps")) == (preset.epochs, preset.post_steps):
+        models[POST], post_seconds = checkpoint.model_from_payload(payload), payload["post_seconds"]
+    else:  # none yet, or made from a VAE trained for another number of epochs
+        model = checkpoint.load(out / "models" / "VAE" / checkpoint.FILENAME)
+        began = time.perf_counter()
+        models[POST] = post_process_encoder(model, preset.post_steps, batch_size=preset.batch_size, lr=preset.lr,
+                                            seed=seed, progress=progress)
+        post_seconds = time.perf_counter() - began
+        checkpoint.save(models[POST], post_file, post_seconds=post_seconds, post_steps=preset.post_steps,
+                        base=str(out / "models" / "VAE"), base_epochs=preset.epochs)
+    seconds[POST] = seconds["VAE"] + post_seconds
+    return models, seconds
+
+
+def step_cost(preset, images: torch.Tensor, *, rounds: int = 5, steps: int = 4, seed: int = 0) -> dict:
+    """Seconds per training step (batch ``preset.batch_size``, forward, backward, Adam) of each
+    variant, timed side by side in one process: ``rounds`` rounds of ``steps`` steps per variant,
+    interleaved so that a busy shared CPU slows all alike; the median over rounds."""
+    from avae.train.checkpoint import build
+
+    models = {}
+    for variant in VARIANTS:
+        torch.manual_seed(seed)
+        model = build("autoencoding-vae", model_config(preset, variant), variant).train()
+        models[variant] = (model, torch.optim.Adam(model.parameters(), lr=preset.lr))
+    x = images[:preset.batch_size]
+    times: dict[str, list] = {v: [] for v in VARIANTS}
+    for _ in range(rounds + 1):  # the first round warms up
+        for variant, (model, optimizer) in models.items():
+            began = time.perf_counter()
+            for _ in range(steps):
+                loss = model.loss(x)["loss"].mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            times[variant].append((time.perf_counter() - began) / steps)
+    return {v: float(np.median(t[1:])) for v, t in times.items()}
+
+
+def training_seconds(run: Path) -> float:
+    """Wall time of all epochs of a run (its metrics.json history)."""
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    return float(sum(h["seconds"] for h in history))
+
+
+@torch.no_grad()
+def encoder_means(model, images: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model.encode(images[s:s + batch_size])[0] for s in range(0, len(images), batch_size)])
+
+
+PROBE_MAX_ITER = 5000
+
+
+def linear_probe(features: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> nn.Linear:
+    """Logistic regression (scikit-learn, lbfgs, C = 1) on ``features`` standardised with the training
+    features' mean and standard deviation, returned as a torch linear layer on the *raw* features (the
+    standardisation folded into its weights) so that attacks can differentiate through it. The layer's
+    ``iterations`` and ``converged`` attributes say how lbfgs ended.
+
+    Standardising matters: a VAE's active latent dimensions can have a small spread, and an L2-penalised
+    probe on unscaled features then underfits them (on the first standard run: 44.9 % vs 56.8 %)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = features.double()
+    mean, std = x.mean(0), x.std(0)
+    std = torch.where(std > 1e-12, std, torch.ones_like(std))  # constant features stay constant
+    fitted = LogisticRegression(max_iter=PROBE_MAX_ITER, random_state=seed).fit(((x - mean) / std).numpy(),
+                                                                                 labels.numpy())
+    classes = fitted.classes_
+    weight = torch.tensor(fitted.coef_, dtype=torch.float64) / std
+    bias = torch.tensor(fitted.intercept_, dtype=torch.float64) - weight @ mean
+    head = nn.Linear(features.shape[1], int(classes.max()) + 1)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-1e4)  # classes absent from training are never predicted
+        head.weight[classes] = weight.float()
+        head.bias[classes] = bias.float()
+    head.iterations = int(max(fitted.n_iter_))
+    head.converged = head.iterations < PROBE_MAX_ITER
+    return head.requires_grad_(False)
+
+
+def pixel_baselines(train, test, seed: int = 0, components: int = 64, raw: bool = True) -> dict:
+    """Sanity baselines through the same probe: logistic regression on the raw pixels and on their
+    first ``components`` principal components (fitted on the training digits), scored on the test
+    digits, for the digit and the colour (``raw=False``: PCA only, cheaper). On MNIST both give about 90 % digit accuracy; far less means
+    a broken data or probe pipeline, not a weak model."""
+    from sklearn.decomposition import PCA
+
+    raw_train, raw_test = train.images.flatten(1), test.images.flatten(1)
+    pca = PCA(components, random_state=seed).fit(raw_train.numpy())
+    project = lambda x: torch.tensor(pca.transform(x.numpy()), dtype=torch.float32)  # noqa: E731
+    result = {}
+    features = {"raw pixels": (raw_train, raw_test)} if raw else {}
+    features[f"PCA-{components}"] = (project(raw_train), project(raw_test))
+    for name, (a, b) in features.items():
+        result[name] = {}
+        for target, y_train, y_test in (("digit", train.labels, test.labels), ("color", train.colors, test.colors)):
+            head = linear_probe(a, y_train, seed)
+            result[name][target] = {**_pct((head(b).argmax(1) == y_test).float()), "converged": head.converged}
+    return result
+
+
+@torch.no_grad()
+def latent_usage(model, images: torch.Tensor, threshold: float = 0.01) -> dict:
+    """KL(q(z|x) || p(z)) per image (mean ± s.e.) and the number of active latent dimensions (variance
+    of the encoder means over ``images`` above ``threshold``; Burda et al. 2016's activity measure)."""
+    model.eval()
+    mu, logvar = zip(*(model.encode(x) for x in images.split(2000)))
+    mu, logvar = torch.cat(mu), torch.cat(logvar)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+    return {"kl": mean_and_sem(kl.sum(1)), "active_dims": int((mu.var(0) > threshold).sum()),
+            "kl_per_dim": kl.mean(0).tolist()}
+
+
+def _pct(correct: torch.Tensor) -> dict:
+    s = mean_and_sem(100 * correct)
+    return {"accuracy": s["mean"], "sem": s["sem"], "n": s["n"]}
+
+
+def robustness(model, train, test, preset, *, seed: int = 0, art: bool = True) -> dict:
+    """Probes, pixel attacks at every epsilon, representation attacks and the ART cross-check."""
+    model.requires_grad_(False)
+    train_mu = encoder_means(model, train.images)
+    heads = {"digit": linear_probe(train_mu, train.labels, seed), "color": linear_probe(train_mu, train.colors, seed)}
+    result = {"probe": {}, "pixel_attack": [], "representation_attack": [], "art": []}
+    for target, labels in (("digit", test.labels), ("color", test.colors)):
+        result["probe"][target] = {**_pct(accuracy(EncoderClassifier(model, heads[target]), test.images, labels)),
+                                   "converged": heads[target].converged, "iterations": heads[target].iterations}
+    digit = EncoderClassifier(model, heads["digit"])
+    clean_mu = encoder_means(model, test.images)
+    # RMS distance between the codes of two random test digits: the scale a latent shift compares with
+    spread = (2 * clean_mu.var(0).sum()).sqrt().item()
+    result["latent_spread"] = spread
+    for eps in EPSILONS:
+        step = preset.attack_step_fraction * eps
+        adv = attack_classifier(digit, test.images, test.labels, eps, steps=preset.attack_steps, step_size=step, seed=seed)
+        result["pixel_attack"].append({"epsilon": eps, **_pct(accuracy(digit, adv, test.labels)),
+                                       "max_perturbation": (adv - test.images).abs().max().item()})
+        if eps == 0:
+            continue
+        adv = attack_representation(model, test.images, eps, steps=preset.attack_steps, step_size=step, seed=seed)
+        shift = (encoder_means(model, adv) - clean_mu).norm(dim=1)
+        result["representation_attack"].append({"epsilon": eps, "latent_shift": mean_and_sem(shift),
+                                                "relative_shift": mean_and_sem(shift / spread),
+                                                "digit_accuracy": _pct(accuracy(digit, adv, test.labels))})
+        if art and art_available():
+            sub = test.take(preset.art_images, seed)
+            ours = attack_classifier(digit, sub.images, sub.labels, eps, steps=preset.attack_steps, step_size=step,
+                                     seed=seed)
+            theirs = art_pgd(digit, sub.images, sub.labels, eps, steps=preset.attack_steps, step_size=step, seed=seed)
+            result["art"].append({"epsilon": eps, "ours": _pct(accuracy(digit, ours, sub.labels)),
+                                  "art": _pct(accuracy(digit, theirs, sub.labels))})
+    model.requires_grad_(True)
+    return result
+
+
+@torch.no_grad()
+def reconstruction_mse(model, images: torch.Tensor, batch_size: int = 2000) -> dict:
+    """Per-image mean squared error over pixels, deterministic encoding."""
+    model.eval()
+    errors = [(model.reconstruct(x, sample=False)["reconstruction"] - x).pow(2).flatten(1).mean(1)
+              for x in images.split(batch_size)]
+    return mean_and_sem(torch.cat(errors))
+
+
+@torch.no_grad()
+def net_features(net: MNISTNet, images: torch.Tensor, batch_size: int = 2000) -> np.ndarray:
+    return torch.cat([net.features(x) for x in images.split(batch_size)]).double().numpy()
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (rows are samples):
+    |m_a - m_b|^2 + tr(C_a + C_b - 2 (C_a^1/2 C_b C_a^1/2)^1/2), by symmetric eigendecompositions
+    (stable when dead ReLU features make a covariance singular)."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(cov_a)
+    root_a = (v * np.sqrt(w.clip(min=0))) @ v.T
+    cross = np.sqrt(np.linalg.eigvalsh(root_a @ cov_b @ root_a).clip(min=0)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
+
+
+@torch.no_grad()
+def reconstruction_chain(model, images: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
+    """x, then reconstruct the reconstruction ``steps`` times (z sampled from q(z|x_t), decoder mean):
+    (steps + 1, N, C, H, W)."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    chain = [images]
+    for _ in range(steps):
+        mu, logvar = model.encode(chain[-1])
+        z = mu + torch.randn(mu.shape, generator=generator) * (0.5 * logvar).exp()
+        chain.append(model.decode(z))
+    return torch.stack(chain)
+
+
+@torch.no_grad()
+def label_kept(net: MNISTNet, chain: torch.Tensor) -> torch.Tensor:
+    """Per image, the fraction of chain steps 1..T whose MNISTnet label equals that of x (step 0)."""
+    labels = torch.stack([net(step).argmax(1) for step in chain])
+    return (labels[1:] == labels[0]).float().mean(0)
+
+
+def mnistnet(train, out: Path, preset, seed: int = 0) -> MNISTNet:
+    """The classifier trained here on the ColorMNIST training digits (reused from OUT/models)."""
+    path = out / "models" / "mnistnet.pt"
+    net = MNISTNet(train.images.shape[1], train.images.shape[-1])
+    if path.exists():
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return net.eval()
+    net = train_classifier(train.images, train.labels, epochs=preset.classifier_epochs, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(net.state_dict(), tmp)
+    return net
+
+
+def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_dir, seed: int = 0,
+                               progress: bool = True) -> dict:
+    """Train every model, evaluate it, write metrics.json, CSVs, figures and report.md into ``out``."""
+    from avae.report import autoencoding as report
+
+    out = Path(out)
+    train, val, test = datasets(preset, data_dir, seed)
+    models, seconds = train_models(preset, train, val, out, seed=seed, progress=progress)
+    net = mnistnet(train, out, preset, seed)
+    test_net_accuracy = _pct(accuracy(net, test.images, test.labels))
+    baselines = pixel_baselines(train, test, seed)
+    fd_test = test.take(preset.fd_samples, seed)
+    fd_reference = net_features(net, fd_test.images)
+    chain_images = test.take(preset.chain_images, seed).images
+    cost = step_cost(preset, train.images, seed=seed)
+    cost[POST] = cost["VAE"]  # trained as the VAE; its post-processing time is in its training time
+    rows, chains = [], {}
+    for name, model in models.items():
+        r = robustness(model, train, test, preset, seed=seed)
+        torch.manual_seed(seed)
+        samples = model.sample(preset.fd_samples, generator=torch.Generator().manual_seed(seed))
+        chain = reconstruction_chain(model, chain_images, preset.chain_steps, seed)
+        chains[name] = chain
+        rows.append({"model": name, **r, "latent": latent_usage(model, test.images),
+                     "reconstruction_mse": reconstruction_mse(model, test.images),
+                     "training_seconds": seconds[name], "time_vs_vae": seconds[name] / seconds["VAE"],
+                     "step_seconds": cost[name], "step_cost_vs_vae": cost[name] / cost["VAE"],
+                     "fd_mnistnet": frechet_distance(net_features(net, samples), fd_reference),
+                     "chain_label_kept": mean_and_sem(label_kept(net, chain)),
+                     "paper_accuracy": PAPER_ACCURACY.get(name)})
+    meta = {**provenance(), "preset": asdict(preset), "seed": seed, "train_data": train.describe(),
+            "validation_data": val.describe(), "test_data": test.describe(),
+            "mnistnet_test_accuracy": test_net_accuracy, "probe_baselines": baselines, "fd_images": len(fd_test),
+            "art": art_available()}
+    write_json(out / "metrics.json", {**meta, "rows": rows})
+    report.chain_figure({k: chains[k] for k in ("VAE", "AVAE")}, out / "iterated_reconstruction.png", shown=4)
+    report.render(out)
+    return {"rows": rows}
+
+
+__all__ = ["AutoencodingPreset", "PRESETS", "reproduce_autoencoding_vae", "linear_probe", "pixel_baselines",
+           "latent_usage", "robustness",
+           "frechet_distance", "reconstruction_chain", "label_kept", "datasets", "train_models"]

@@ -1,0 +1,210 @@
+"""The Autoencoding VAE and smooth encoders (Cemgil, Ghaisas, Dvijotham, Gowal, Kohli; NeurIPS 2020
+and ICLR 2020), one model with switches.
+
+* **VAE**: Gaussian likelihood with fixed variance nu (``variance``, 0.5 by default: summed squared
+  error) and a diagonal Gaussian encoder q(z|x) = N(mu(x), diag sigma(x)^2).
+* **AVAE** (``avae=True``): for z ~ q(z|x), decode the mean x~ = g(z) *without gradient* and re-encode
+  it to q(z~|x~); the loss subtracts
+
+      coupling = E_{q(z|x) q(z~|x~)} [log N(z~; rho z, (1 - rho^2) I)]   (closed form, both Gaussians)
+      entropy  = H[q(z~|x~)]
+
+  from the negative ELBO. x~ is detached, so these two terms train the encoder only: the encoder
+  learns to map its own decodings back near the code they came from (self-consistency).
+* **SE**, smooth encoder (``smooth=True``): projected gradient ascent (PGD) finds x_b in the
+  L-infinity ball of radius ``se_epsilon`` around x (inside [0, 1]) that maximises the squared
+  2-Wasserstein distance W2^2(q(z|x), q(z|x_b)) = |mu - mu_b|^2 + |sigma - sigma_b|^2, which is then
+  added to the loss times ``se_weight``. (The paper uses an entropy-regularised W2; plain W2 here.)
+  The search computes gradients with respect to x_b only; the penalty's final evaluation is the one
+  that reaches the weights.
+* **SE-AVAE**: both.
+
+The added terms are used while the model trains (``self.training``); in evaluation mode ``loss``
+is the plain negative ELBO, so validation and test losses of every variant are comparable.
+Noise is scaled by the standard deviation sigma in every sample (the released JAX code scales it
+by the variance; see the docs). Nets: the released code's MLPs (4 dense layers of 200 ReLU units,
+sigmoid output) or the library's conv nets (``net="conv"``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from avae.attacks import pgd_linf
+from avae.errors import AvaeError
+from avae.models.likelihoods import kl_standard_normal
+from avae.models.vae import VAE, LatentVariableModel
+from avae.nets import DECODERS, ENCODERS
+
+MLP_HIDDEN = (200, 200, 200, 200)  # Cemgil et al.'s released MLPs
+INITS = ("released", "torch")
+
+
+def released_init_(module: torch.nn.Module) -> torch.nn.Module:
+    """Re-initialise every Linear/Conv layer of ``module`` as Haiku does by default (the released
+    code's framework): weights ~ N(0, 1/fan_in) truncated at 2 s.d., biases 0."""
+    for layer in module.modules():
+        if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            fan_in = layer.weight[0].numel() if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d)) \
+                else layer.weight.shape[0] * layer.weight[0, 0].numel()
+            std = fan_in ** -0.5
+            torch.nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+            if layer.bias is not None:
+                torch.nn.init.zeros_(layer.bias)
+    return module
+
+
+@dataclass
+class AutoencodingVAEConfig:
+    latent: int = 64  # the released code's README command (its flag default is 32)
+    channels: int = 3
+    image_size: int = 28
+    net: str = "mlp"  # "mlp": 4 x 200 ReLU (the released code's); "conv": the library's conv nets
+    likelihood: str = "gaussian"
+    variance: float = 0.5  # nu
+    output: str = "sigmoid"
+    avae: bool = False
+    rho: float = 0.975  # the released code's README command (flag default 0.8)
+    avae_weight: float = 1.0
+    smooth: bool = False
+    se_epsilon: float = 0.2
+    se_steps: int = 2  # PGD steps per training batch after a random start (cheap on CPU)
+    se_step_size: float = 0.5  # PGD step, as a fraction of se_epsilon
+    se_weight: float = 1.0
+    # "torch": PyTorch's default (uniform, a third of Haiku's weight variance; the standard preset's models);
+    # "released": every dense/conv layer's weights from a normal truncated at 2 s.d., s.d. 1/sqrt(fan_in),
+    # zero biases (Haiku's default, so the released code's). "released" gets a plain autoencoder of these
+    # deep MLPs off the mean image faster, but a 60-epoch VAE ends as collapsed with either (see the docs)
+    init: str = "torch"
+
+    def validate(self, where: str = "config") -> None:
+        if self.net not in ENCODERS:
+            raise AvaeError(f"{where}: field 'net' must be one of {', '.join(ENCODERS)}, got {self.net!r}")
+        if self.likelihood != "gaussian" or self.output != "sigmoid":
+            raise AvaeError(f"{where}: the autoencoding VAE uses likelihood 'gaussian' and output 'sigmoid'")
+        if self.latent < 1 or self.channels < 1 or self.variance <= 0:
+            raise AvaeError(f"{where}: 'latent' and 'channels' must be positive and 'variance' > 0")
+        if self.net == "conv" and (self.image_size < 4 or self.image_size % 4):
+            raise AvaeError(f"{where}: the conv net needs 'image_size' divisible by 4, got {self.image_size}")
+        if self.init not in INITS:
+            raise AvaeError(f"{where}: field 'init' must be one of {', '.join(INITS)}, got {self.init!r}")
+        if not 0 <= self.rho < 1:
+            raise AvaeError(f"{where}: 'rho' must lie in [0, 1), got {self.rho}")
+        if self.se_epsilon < 0 or self.se_steps < 1 or self.se_step_size <= 0 or self.se_weight < 0 or self.avae_weight < 0:
+            raise AvaeError(f"{where}: need se_epsilon >= 0, se_steps >= 1, se_step_size > 0 and non-negative weights")
+
+
+def gaussian_coupling(mu: torch.Tensor, logvar: torch.Tensor, mu_t: torch.Tensor, logvar_t: torch.Tensor,
+                      rho: float) -> torch.Tensor:
+    """E_{z ~ N(mu, e^logvar), z~ ~ N(mu_t, e^logvar_t)} [log N(z~; rho z, (1 - rho^2) I)], (N,).
+
+    With z and z~ independent, E[(z~ - rho z)^2] = (mu_t - rho mu)^2 + var_t + rho^2 var per dimension.
+    """
+    s2 = 1.0 - rho**2
+    square = (mu_t - rho * mu).pow(2) + logvar_t.exp() + rho**2 * logvar.exp()
+    return -0.5 * (math.log(2 * math.pi * s2) + square / s2).sum(1)
+
+
+def gaussian_entropy(logvar: torch.Tensor) -> torch.Tensor:
+    """Entropy of N(., diag e^logvar), summed over dimensions: (N,)."""
+    return 0.5 * (1.0 + math.log(2 * math.pi) + logvar).sum(1)
+
+
+def w2_squared(mu_a, logvar_a, mu_b, logvar_b) -> torch.Tensor:
+    """Squared 2-Wasserstein distance between diagonal Gaussians, (N,)."""
+    return (mu_a - mu_b).pow(2).sum(1) + ((0.5 * logvar_a).exp() - (0.5 * logvar_b).exp()).pow(2).sum(1)
+
+
+class AutoencodingVAE(VAE):
+    name = "autoencoding-vae"
+    Config = AutoencodingVAEConfig
+
+    def __init__(self, config: AutoencodingVAEConfig | None = None):
+        LatentVariableModel.__init__(self)
+        self.config = c = config or AutoencodingVAEConfig()
+        hidden = {"hidden": MLP_HIDDEN} if c.net == "mlp" else {}
+        self.encoder = ENCODERS[c.net](c.channels, c.image_size, 2 * c.latent, **hidden)
+        self.decoder = DECODERS[c.net](c.latent, c.channels, c.image_size, **hidden)
+        if c.init == "released":
+            released_init_(self)
+
+    @property
+    def variant(self) -> str:
+        c = self.config
+        return {(False, False): "VAE", (True, False): "AVAE", (False, True): "SE", (True, True): "SE-AVAE"}[(c.avae, c.smooth)]
+
+    def autoencoding_terms(self, mu, logvar, reconstruction) -> dict:
+        """The AVAE's added terms for z ~ N(mu, e^logvar) decoded to ``reconstruction`` (detached
+        here): ``coupling`` and ``entropy`` (N,), and ``avae`` = -(coupling + entropy), the loss."""
+        mu_t, logvar_t = self.encode(reconstruction.detach())
+        coupling = gaussian_coupling(mu, logvar, mu_t, logvar_t, self.config.rho)
+        entropy = gaussian_entropy(logvar_t)
+        return {"coupling": coupling, "entropy": entropy, "avae": -(coupling + entropy)}
+
+    def smoothness_penalty(self, x, mu, logvar, generator: torch.Generator | None = None) -> torch.Tensor:
+        """W2^2(q(z|x), q(z|x_b)) at the x_b PGD finds in the epsilon ball (N,)."""
+        c = self.config
+        clean_mu, clean_logvar = mu.detach(), logvar.detach()
+
+        def divergence(x_b):
+            return w2_squared(clean_mu, clean_logvar, *self.encode(x_b))
+
+        was_training = self.training
+        self.eval()  # the search must not move batch-norm statistics (conv nets)
+        try:
+            x_b = pgd_linf(divergence, x, c.se_epsilon, c.se_steps, c.se_step_size * c.se_epsilon, generator=generator)
+        finally:
+            self.train(was_training)
+        return w2_squared(mu, logvar, *self.encode(x_b))
+
+    def loss(self, x: torch.Tensor, sample: bool = True) -> dict:
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
+        reconstruction = self.decode(z)
+        nll, kl = self.nll(x, reconstruction), kl_standard_normal(mu, logvar)
+        out = {"reconstruction": reconstruction, "mu": mu, "logvar": logvar, "nll": nll, "kl": kl, "loss": nll + kl}
+        if self.training and torch.is_grad_enabled():
+            c = self.config
+            if c.avae:
+                terms = self.autoencoding_terms(mu, logvar, reconstruction)
+                out.update(terms)
+                out["loss"] = out["loss"] + c.avae_weight * terms["avae"]
+            if c.smooth:
+                out["smoothness"] = self.smoothness_penalty(x, mu, logvar)
+                out["loss"] = out["loss"] + c.se_weight * out["smoothness"]
+        return out
+
+
+def post_process_encoder(model: AutoencodingVAE, steps: int, *, batch_size: int = 64, lr: float = 1e-4,
+                         seed: int = 0, progress: bool = False) -> AutoencodingVAE:
+    """AVAE as post-processing: fine-tune the encoder of a trained model (decoder frozen) on the
+    model's own samples, never on training data (Cemgil et al. 2020).
+
+    Each step draws fresh z0 ~ N(0, I), decodes the means x = g(z0) (no observation noise) and
+    minimises the encoder's negative ELBO on x plus the AVAE terms. Returns ``model`` with
+    ``avae=True`` in its config, in eval mode. Separate from :func:`avae.train.loop.fit` because
+    the data is drawn from the model at every step, not from a dataset.
+    """
+    from tqdm.auto import tqdm
+
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model.config.avae = True
+    model.decoder.requires_grad_(False)
+    optimizer = torch.optim.Adam(model.encoder.parameters(), lr=lr)
+    model.train()
+    for _ in tqdm(range(steps), desc="AVAE post-processing", disable=None if progress else True, leave=False):
+        with torch.no_grad():
+            x = model.decode(torch.randn(batch_size, model.config.latent, generator=generator))
+        loss = model.loss(x, sample=True)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.mean().backward()
+        optimizer.step()
+    model.decoder.requires_grad_(True)
+    return model.eval()
+
+
+__all__ = ["AutoencodingVAE", "AutoencodingVAEConfig", "released_init_", "gaussian_coupling", "gaussian_entropy", "w2_squared",
+           "post_process_encoder"]
