@@ -24,7 +24,7 @@ def prepare_out(path: str | os.PathLike) -> Path:
     missing = [p for p in [out, *out.parents] if not p.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".avae-write-test"
+        probe = out / f".avae-write-test-{os.getpid()}"  # per process: torchrun ranks probe at once
         probe.write_text("")
         probe.unlink()
     except OSError as err:
@@ -69,6 +69,8 @@ def _add_align_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pose-net", default=None,
                    help="amortized/stn: a pose network (default: pose-net-POSE.pt beside the checkpoint)")
     g.add_argument("--top-k", type=int, default=2, help="amortized: guesses per image")
+    g.add_argument("--polish", type=int, default=0,
+                   help="rounds of derivative-free local search around each image's best pose, before the steps")
     g.add_argument("--patience", type=int, default=None, help="stop refining an image after N steps without gain")
 
 
@@ -101,11 +103,15 @@ def cmd_train(args) -> None:
     config = config_from_dict(TrainConfig, {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "weight_decay": args.weight_decay, "seed": args.seed, "regime": args.regime,
+        "pose_restarts": args.pose_restarts, "pose_steps": args.pose_steps, "pose_polish": args.pose_polish,
+        "pose_warm_start": args.pose_warm_start,
+        "skip_nonfinite": args.skip_nonfinite,
     }, "options")
     out = prepare_out(args.out)
     fit(args.model, model_config, train_data, val_data, config, out, resume=args.resume,
-        progress=not args.quiet)
-    print(f"trained {args.model}: checkpoint, metrics.json and loss_curve.png in {out}")
+        progress=not args.quiet, device=args.device)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one report
+        print(f"trained {args.model}: checkpoint, metrics.json and loss_curve.png in {out}")
 
 
 def _align_options(args, pose: str) -> dict:
@@ -115,7 +121,7 @@ def _align_options(args, pose: str) -> dict:
     except ValueError:
         raise AvaeError(f"--levels {args.levels!r}: expected counts separated by commas, e.g. 8,4,4") from None
     options = {"method": args.method, "restarts": args.restarts, "steps": args.steps, "lr": args.lr,
-               "grid": args.grid, "levels": levels, "top_k": args.top_k, "patience": args.patience}
+               "grid": args.grid, "levels": levels, "top_k": args.top_k, "patience": args.patience, "polish": args.polish}
     if args.method in ("amortized", "stn"):
         from avae.train import checkpoint
 
@@ -263,18 +269,42 @@ def cmd_demo(args) -> None:
           f"(-{100 * s['reduction_by_alignment']:.1f} %); report: {out / 'report.md'}")
 
 
-def cmd_reproduce(args) -> None:
-    from avae.evaluate.reproduce import PRESETS, reproduce_affine_vae
+def _print_affine(summary) -> None:
+    for row in summary["table1"]:
+        print(f"{row['model']:<48} {row['average loss']:8.2f}")
 
+
+def _print_autoencoding(result) -> None:
+    for row in result["rows"]:
+        acc = " / ".join(f"{a['accuracy']:5.1f}" for a in row["pixel_attack"])
+        print(f"{row['model']:<16} digit accuracy at epsilon 0 / 0.1 / 0.2: {acc} %, "
+              f"training step {row['step_cost_vs_vae']:.2f}x the VAE's")
+
+
+def _print_transformer(summary) -> None:
+    for row in summary["reconstruction_vs_latent"]:
+        print(f"{row['model']:<14} z={row['dim z']:<3} total {row['total latent']:<3} reconstruction error "
+              f"{row['nll']:7.2f} ± {row['nll sem']:.2f}")
+
+
+def cmd_reproduce(args) -> None:
+    import importlib
+
+    # paper -> (module of avae.evaluate, its reproduce function, how to print its summary)
+    papers = {"affine-vae": ("reproduce", "reproduce_affine_vae", _print_affine),
+              "autoencoding-vae": ("autoencoding", "reproduce_autoencoding_vae", _print_autoencoding),
+              "transformer-vae": ("transformer", "reproduce_transformer_vae", _print_transformer)}
     data_dir = args.data_dir or os.environ.get("AVAE_DATA_DIR")
     if not data_dir:
         raise AvaeError("--data-dir: the MNIST test set is needed (an IDX dir, e.g. ../shared/data/mnist); "
                         "pass --data-dir or set AVAE_DATA_DIR")
+    module_name, function, show = papers[args.paper]
+    module = importlib.import_module(f"avae.evaluate.{module_name}")
+    if args.preset not in module.PRESETS:
+        raise AvaeError(f"--preset {args.preset}: {args.paper} has presets {', '.join(module.PRESETS)}")
     out = prepare_out(args.out)
-    summary = reproduce_affine_vae(PRESETS[args.preset], out, data_dir=data_dir, seed=args.seed,
-                                   progress=not args.quiet)
-    for row in summary["table1"]:
-        print(f"{row['model']:<48} {row['average loss']:8.2f}")
+    show(getattr(module, function)(module.PRESETS[args.preset], out, data_dir=data_dir, seed=args.seed,
+                                   progress=not args.quiet))
     print(f"report: {out / 'report.md'}")
 
 
@@ -294,12 +324,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--likelihood", choices=["gaussian", "bernoulli"], default="gaussian")
     p.add_argument("--variance", type=float, default=0.5, help="Gaussian variance (0.5 = summed squared error)")
     p.add_argument("--regime", choices=sorted(REGIMES), default="plain")
+    g = p.add_argument_group("transform-optimized regime: the pose search on every batch (defaults: the paper's)")
+    g.add_argument("--pose-restarts", type=int, default=20, help="candidate poses per image (paper: 20)")
+    g.add_argument("--pose-steps", type=int, default=10, help="Adam steps on the poses (paper: 10)")
+    g.add_argument("--pose-polish", type=int, default=0, help="rounds of derivative-free local search")
+    g.add_argument("--pose-warm-start", action="store_true",
+                   help="also try each image's pose of the previous epoch (fast: with --pose-restarts 2 "
+                        "--pose-steps 0 --pose-polish 1, see benchmarks/results/training.md)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto (default): a CUDA GPU if there is one, else the CPU")
+    p.add_argument("--skip-nonfinite", type=int, default=0, metavar="N",
+                   help="skip up to N batches per epoch whose loss is not finite (default 0: stop at the first)")
     _add_data_options(p, "train")
     _add_common(p)
     p.set_defaults(func=cmd_train)
@@ -327,15 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-pose-net", help="amortized alignment: learn to predict the model's own poses")
     p.add_argument("--checkpoint", required=True, help="the model whose alignments to learn")
     p.add_argument("--pose", choices=["rotation", "affine", "affine-translation"], default="rotation")
-    p.add_argument("--digits", type=int, default=2000, help="training digits searched once each (default 2000)")
-    p.add_argument("--iterations", type=int, default=3000)
+    p.add_argument("--digits", type=int, default=None, help="training digits searched once each (default all)")
+    p.add_argument("--iterations", type=int, default=6000)
     p.add_argument("--out", default=None, help="file to write (default: pose-net-POSE.pt beside the checkpoint)")
     _add_data_options(p, "train")
     _add_common(p)
     p.set_defaults(func=cmd_train_pose_net)
 
-    p = sub.add_parser("reproduce", help="reproduce a paper's experiments: affine-vae")
-    p.add_argument("paper", choices=["affine-vae"])
+    p = sub.add_parser("reproduce", help="reproduce a paper's experiments: affine-vae, autoencoding-vae, transformer-vae")
+    p.add_argument("paper", choices=["affine-vae", "autoencoding-vae", "transformer-vae"])
     p.add_argument("--preset", choices=["quick", "standard", "paper"], default="quick",
                    help="quick: smoke test (<15 min on 2 cores); standard: all data here; paper: the paper's settings (GPU)")
     p.add_argument("--data-dir", default=None, help="MNIST IDX dir with the test set (or AVAE_DATA_DIR)")
@@ -369,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
         _remove_created_dirs_if_failed()
         print(f"avae: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # training saved a checkpoint first (avae.train.loop.TrainingInterrupted)
+        if hasattr(err, "exit_code"):
+            print(f"avae: {err}", file=sys.stderr)
+            return err.exit_code
         _remove_created_dirs_if_failed()
         print("avae: interrupted", file=sys.stderr)
         return 130

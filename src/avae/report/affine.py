@@ -33,6 +33,8 @@ def method_text(a: dict) -> str:
     """One phrase for the alignment settings recorded by avae.evaluate.affine.describe_options."""
     m = a.get("method", "search")
     steps = f"{a['steps']} Adam steps (lr {a['lr']})" + (f", patience {a['patience']}" if a.get("patience") else "")
+    if a.get("polish"):
+        steps = f"{a['polish']} rounds of local polish, then {steps}"
     if m == "search":
         kind = "an even grid of angles" if a.get("grid") else f"the identity and {a['restarts'] - 1} random poses"
         return f"method `search`: {a['restarts']} candidates ({kind}), then {steps}"
