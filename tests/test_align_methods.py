@@ -47,6 +47,7 @@ def test_compose_is_the_matrix_product():
     {"method": "coarse-to-fine", "steps": 0},
     {"method": "coarse-to-fine", "steps": 3, "patience": 1},
     {"method": "search", "restarts": 4, "steps": 3, "patience": 1},
+    {"method": "search", "restarts": 4, "steps": 0, "polish": 2},
 ])
 def test_methods_never_return_a_loss_above_the_identity_pose(vae, turned, options):
     result = align(vae, turned, "rotation", **options)
@@ -110,3 +111,57 @@ def test_refine_follows_torch_adam_exactly(vae, turned):
         opt.step()
     seen.append(avae.loss(turned, params)["loss"].detach())
     assert torch.allclose(best.loss, torch.stack(seen).min(0).values, rtol=1e-4, atol=1e-3)
+
+
+def test_polish_moves_each_image_downhill_from_where_it_starts(vae, turned):
+    """Polish only ever replaces an image's pose by a better-scoring neighbour, and on rotated
+    digits a grid's best angle (45 degree spacing) has better neighbours for most images."""
+    start = align(vae, turned, "rotation", restarts=8, grid=True, steps=0)
+    polished = align(vae, turned, "rotation", restarts=8, grid=True, steps=0, polish=3)
+    assert (polished.loss <= start.loss + 1e-5).all()
+    assert (polished.loss < start.loss - 1e-3).float().mean() > 0.5
+    moved = torch.rad2deg((polished.pose - start.pose).abs()[:, 0])
+    assert (moved <= 4 + 2 + 1 + 1e-3).all()  # at most one step per round: 4, 2, 1 degrees
+
+
+ASYMMETRIC = (2, 3, 4, 5, 6, 7, 9)  # 0, 1 and 8 look alike turned by 180 degrees
+
+
+@pytest.fixture
+def turned_test_digits(mnist_test_dir):
+    data = load("mnist", "test", data_dir=mnist_test_dir, limit=300, seed=0)
+    keep = torch.isin(data.labels, torch.tensor(ASYMMETRIC))
+    return rotated(data.images[keep][:80], seed=1)[0]
+
+
+def test_shipped_pose_net_predicts_the_rotation_the_full_search_finds(turned_test_digits):
+    """The upright VAE's pose network, alone (top-1, no scoring), against the paper search's angle.
+
+    Issue 5 asks for 90 % within 15 degrees; this net reaches 90.0 % on these 80 digits but 86.5 %
+    on 200 asymmetric test digits (same seeds, limit 1000), so the test guards 85 %: not met yet.
+    Its misses are mostly "6" read as "9" (180 degrees off: the VAE reconstructs both) and 4s and 5s.
+    """
+    path = checkpoint.pretrained("vae-L8")
+    model = checkpoint.load(path)
+    net = checkpoint.load(path / "pose-net-rotation.pt", expect="pose-net")
+    search = align(model, turned_test_digits, "rotation", restarts=30, steps=20)
+    with torch.no_grad():
+        predicted = net.predict(turned_test_digits, 1)[:, 0, 0]
+    gap = torch.rad2deg(torch.remainder(predicted - search.pose[:, 0] + torch.pi, 2 * torch.pi) - torch.pi).abs()
+    assert (gap <= 15).float().mean() >= 0.85
+
+
+@pytest.mark.parametrize("name,pose", [("vae-L8", "rotation"), ("vae-L8", "affine"), ("vae-L8-trans-opt", "rotation")])
+def test_shipped_amortized_alignment_is_close_to_the_paper_search(name, pose, turned_test_digits):
+    """The fast method of the benchmark keeps most of the paper's gain on real rotated test digits."""
+    from avae.data import random_affine
+
+    path = checkpoint.pretrained(name)
+    model = checkpoint.load(path)
+    net = checkpoint.load(path / f"pose-net-{pose}.pt", expect="pose-net")
+    x = turned_test_digits if pose == "rotation" else random_affine(turned_test_digits, seed=2)[0]
+    paper = align(model, x, pose)
+    fast = align(model, x, pose, method="amortized", pose_net=net, top_k=2, steps=0, polish=2)
+    assert (fast.loss <= fast.identity_loss + 1e-4).all()
+    gain = (fast.identity_loss - fast.loss).mean() / (paper.identity_loss - paper.loss).mean()
+    assert gain >= 0.9
