@@ -51,3 +51,13 @@ def test_transform_optimized_training_records_one_angle_per_image_per_epoch(tiny
     # the records travel with the checkpoint, so a resumed run keeps them
     state = checkpoint.read(tmp_path / "run")["regime_state"]["angles"]
     assert sorted(state) == ["0", "1"]
+
+
+@pytest.mark.parametrize("field,value", [("pose_restarts", 0), ("pose_steps", -1), ("pose_polish", -1)])
+def test_pose_search_settings_are_validated(field, value):
+    from avae.config import config_from_dict
+    from avae.errors import AvaeError
+    from avae.train import TrainConfig
+
+    with pytest.raises(AvaeError, match="pose_polish >= 0"):
+        config_from_dict(TrainConfig, {"regime": "transform-optimized", field: value}, "options")

@@ -65,6 +65,8 @@ class TrainConfig:
             raise AvaeError(f"{where}: epochs and batch_size must be >= 1, lr > 0, weight_decay >= 0")
         if self.regime not in REGIMES:
             raise AvaeError(f"{where}: field 'regime' must be one of {', '.join(REGIMES)}, got {self.regime!r}")
+        if self.pose_restarts < 1 or self.pose_steps < 0 or self.pose_polish < 0:
+            raise AvaeError(f"{where}: need pose_restarts >= 1, pose_steps >= 0 and pose_polish >= 0")
         if self.skip_nonfinite < 0:
             raise AvaeError(f"{where}: field 'skip_nonfinite' must be >= 0, got {self.skip_nonfinite}")
 
