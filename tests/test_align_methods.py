@@ -138,7 +138,7 @@ def test_shipped_pose_net_predicts_the_rotation_the_full_search_finds(turned_tes
     """The upright VAE's pose network, alone (top-1, no scoring), against the paper search's angle.
 
     Issue 5 asks for 90 % within 15 degrees; this net reaches 90.0 % on these 80 digits but 86.5 %
-    on 200 asymmetric test digits (same seeds, limit 1000), so the test guards 85 %: not met yet.
+    on 200 (benchmarks/results/pose_net_agreement.md), so the test guards 85 %: not met yet.
     Its misses are mostly "6" read as "9" (180 degrees off: the VAE reconstructs both) and 4s and 5s.
     """
     path = checkpoint.pretrained("vae-L8")
