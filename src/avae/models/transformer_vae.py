@@ -249,7 +249,9 @@ class _PosedModel(LatentVariableModel):
         return torch.sigmoid(out) if self.config.output == "sigmoid" else out
 
     def _pose_raw(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Raw pose-head output for x: the TVAE's encoder head or the DTVAE's localization net
+        (each subclass defines it; this base class is never instantiated)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _pose_raw")
 
     def pose_of(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, S, S) -> (N, dof) posterior-mean pose of each image."""
