@@ -236,7 +236,10 @@ class DoubleTransformerVAEConfig(TransformerVAEConfig):
 
 
 class _PosedModel(LatentVariableModel):
-    """What TVAE and DTVAE share: the canonical decoder, the transformer and the pose latent."""
+    """What TVAE and DTVAE share: the canonical decoder, the transformer and the pose latent.
+
+    Each subclass defines ``_pose_raw(x)``, the raw pose-head output: the TVAE's encoder head, the
+    DTVAE's localization net."""
 
     def _build_common(self, c: TransformerVAEConfig) -> None:
         self.transformer = make_transformer(c.transformer, c.tps_grid)
@@ -247,11 +250,6 @@ class _PosedModel(LatentVariableModel):
         """(N, latent) -> (N, C, S, S) canonical image (likelihood means before the transformer)."""
         out = self.decoder(z)
         return torch.sigmoid(out) if self.config.output == "sigmoid" else out
-
-    def _pose_raw(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw pose-head output for x: the TVAE's encoder head or the DTVAE's localization net
-        (each subclass defines it; this base class is never instantiated)."""
-        raise NotImplementedError(f"{type(self).__name__} must define _pose_raw")
 
     def pose_of(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, S, S) -> (N, dof) posterior-mean pose of each image."""
