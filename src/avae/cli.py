@@ -224,18 +224,14 @@ def cmd_align(args) -> None:
 
 def cmd_train_pose_net(args) -> None:
     """Amortized alignment: fit a pose network to the model's own alignments of training digits."""
-    from avae.align.amortized import train_pose_net
-    from avae.io import write_json
-    from avae.report.provenance import provenance
+    from avae.align.amortized import fit_pose_net
     from avae.train import checkpoint
 
     model, data = _inputs(args, "train", limit=args.digits)
     target = Path(args.out) if args.out else checkpoint.checkpoint_path(args.checkpoint).parent / f"pose-net-{args.pose}.pt"
     prepare_out(target.parent)
-    net, info = train_pose_net(model, data.images, args.pose, iterations=args.iterations, seed=args.seed,
-                               progress=not args.quiet)
-    checkpoint.save(net, target, training=info, data=data.describe())
-    write_json(target.with_suffix(".json"), {**provenance(), **info, "data": data.describe(), "checkpoint": str(args.checkpoint)})
+    fit_pose_net(model, data, args.pose, target, iterations=args.iterations, seed=args.seed,
+                 progress=not args.quiet, served=str(args.checkpoint), retrain=True)
     print(f"pose network for '{args.pose}' written to {target} (use --method amortized)")
 
 

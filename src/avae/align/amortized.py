@@ -8,6 +8,9 @@ exact targets: every training step perturbs digits afresh and composes the targe
 """
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import torch
 from tqdm.auto import tqdm
 
@@ -38,7 +41,8 @@ def perturb(x: torch.Tensor, pose: str, seed: int):
 def train_pose_net(model, images: torch.Tensor, pose: str = "rotation", *, iterations: int = 6000,
                    batch_size: int = 128, lr: float = 2e-3, seed: int = 0, search: dict | None = None,
                    progress: bool = True) -> tuple[PoseNet, dict]:
-    """Fit a pose network to ``model``'s own alignments of ``images`` (upright training digits)."""
+    """Fit a pose network to ``model``'s own alignments of ``images`` (upright training digits), on
+    their device (the model's too); the network is returned there."""
     from avae.align import align
 
     family = pose_family(pose)
@@ -47,13 +51,13 @@ def train_pose_net(model, images: torch.Tensor, pose: str = "rotation", *, itera
     canonical = align(model, images, pose, seed=seed, progress=progress, **search).pose
     canonical_matrix = homogeneous(family.matrix(canonical))
     torch.manual_seed(seed)
-    net = PoseNet(PoseNetConfig(pose=pose, channels=images.shape[1], image_size=images.shape[-1]))
+    net = PoseNet(PoseNetConfig(pose=pose, channels=images.shape[1], image_size=images.shape[-1])).to(images.device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
     g = torch.Generator().manual_seed(seed)
     losses = []
     for it in tqdm(range(iterations), desc="pose network", disable=None if progress else True, leave=False):
-        index = torch.randint(0, images.shape[0], (batch_size,), generator=g)
+        index = torch.randint(0, images.shape[0], (batch_size,), generator=g).to(images.device)
         x, truth = perturb(images[index], pose, seed * 1_000_003 + it)
         inverse = homogeneous(pose_family(truth.pose).inverse_matrix(truth.params))
         target = family.params_from_matrix((canonical_matrix[index] @ inverse)[:, :2])
@@ -63,6 +67,32 @@ def train_pose_net(model, images: torch.Tensor, pose: str = "rotation", *, itera
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-    info = {"pose": pose, "digits": images.shape[0], "iterations": iterations, "batch_size": batch_size,
+    info = {"pose": pose, "digits": images.shape[0], "iterations": iterations, "batch_size": batch_size, "seed": seed,
             "search": {k: list(v) if isinstance(v, tuple) else v for k, v in search.items()}, "final_loss": sum(losses[-50:]) / min(50, len(losses))}
     return net.eval(), info
+
+
+def fit_pose_net(model, data, pose: str, path: str | Path, *, iterations: int = 6000, seed: int = 0,
+                 progress: bool = True, served: str | None = None, retrain: bool = False) -> tuple[PoseNet, dict]:
+    """The pose network at ``path`` (``pose-net-POSE.pt`` beside a model): loaded when it was trained
+    with these settings on this many digits, else trained on ``data`` (a dataset of upright training
+    digits) and written atomically, with a ``.json`` beside it recording settings, data and seconds.
+    ``retrain`` trains afresh even when a matching network is there (the old one stays until the new
+    one is written)."""
+    from avae.io import write_json
+    from avae.report.provenance import provenance
+    from avae.train import checkpoint
+
+    path = Path(path)
+    wanted = {"pose": pose, "digits": len(data), "iterations": iterations, "seed": seed}
+    if path.is_file() and not retrain:
+        training = checkpoint.read(path).get("training", {})
+        if all(training.get(k) == v for k, v in wanted.items()):
+            return checkpoint.load(path, expect="pose-net"), training
+    start = time.perf_counter()
+    net, info = train_pose_net(model, data.images, pose, iterations=iterations, seed=seed, progress=progress)
+    info["seconds"] = round(time.perf_counter() - start, 1)
+    checkpoint.save(net, path, training=info, data=data.describe())
+    write_json(path.with_suffix(".json"), {**provenance(), **info, "data": data.describe(),
+                                           **({"checkpoint": served} if served else {})})
+    return net, info
