@@ -61,32 +61,35 @@ class AlignResult:
         return torch.rad2deg(self.pose[:, 0])
 
 
-def candidate_poses(family: PoseFamily, restarts: int, *, grid: bool = False, seed: int = 0) -> torch.Tensor:
-    """(K, P) candidate poses; row 0 is the identity.
+def candidate_poses(family: PoseFamily, restarts: int, *, grid: bool = False, seed: int = 0,
+                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(K, P) candidate poses on ``device``; row 0 is the identity.
 
     ``grid`` (rotation only): K angles evenly spaced over the circle. Otherwise the identity plus
-    K - 1 random poses drawn from :data:`RESTART_RANGES` with ``seed``.
+    K - 1 random poses drawn from :data:`RESTART_RANGES` with ``seed``, on the CPU generator (the
+    same candidates on every device), then moved to ``device``.
     """
     if restarts < 1:
         raise AvaeError(f"restarts must be >= 1, got {restarts}")
     if grid:
         if family.name != "rotation":
             raise AvaeError(f"a grid of candidates needs pose 'rotation', got '{family.name}'")
-        return (torch.arange(restarts, dtype=torch.float32) * (2 * math.pi / restarts)).unsqueeze(1)
+        return (torch.arange(restarts, device=device, dtype=dtype) * (2 * math.pi / restarts)).unsqueeze(1)
     g = torch.Generator().manual_seed(int(seed))
-    low = torch.tensor([RESTART_RANGES[n][0] for n in family.param_names])
-    high = torch.tensor([RESTART_RANGES[n][1] for n in family.param_names])
-    random = low + (high - low) * torch.rand(restarts - 1, family.n_params, generator=g)
-    return torch.cat([family.identity(1), random])
+    low = torch.tensor([RESTART_RANGES[n][0] for n in family.param_names], device=device, dtype=dtype)
+    high = torch.tensor([RESTART_RANGES[n][1] for n in family.param_names], device=device, dtype=dtype)
+    unit = torch.rand(restarts - 1, family.n_params, generator=g).to(device=device, dtype=dtype)
+    return torch.cat([family.identity(1, device=device, dtype=dtype), low + (high - low) * unit])
 
 
 class _Best:
-    """Each image's best loss so far, with its pose and outputs (so no pass is spent re-computing them)."""
+    """Each image's best loss so far, with its pose and outputs (so no pass is spent re-computing them),
+    on the device and in the dtype of the images ``x``."""
 
     def __init__(self, x: torch.Tensor, n_params: int):
         n = x.shape[0]
-        self.loss = torch.full((n,), float("inf"))
-        self.pose = torch.zeros(n, n_params)
+        self.loss = torch.full((n,), float("inf"), device=x.device, dtype=x.dtype)
+        self.pose = torch.zeros(n, n_params, device=x.device, dtype=x.dtype)
         self.aligned = torch.zeros_like(x)
         self.reconstruction = torch.zeros_like(x)
 
@@ -103,14 +106,15 @@ class _Best:
 def score_candidates(avae: AffineVAE, x: torch.Tensor, candidates: torch.Tensor, best: _Best | None = None,
                      chunk: int = 4096) -> torch.Tensor:
     """Losses (N, K) of every image under every candidate: ``candidates`` is (K, P), shared, or
-    (N, K, P), per image. Offers every scored pose to ``best``."""
+    (N, K, P), per image, moved to the device and dtype of ``x``. Offers every scored pose to ``best``."""
     n = x.shape[0]
+    candidates = candidates.to(device=x.device, dtype=x.dtype)
     if candidates.ndim == 2:
         candidates = candidates.unsqueeze(0).expand(n, -1, -1)
     k = candidates.shape[1]
-    losses = torch.empty(n, k)
+    losses = torch.empty(n, k, device=x.device, dtype=x.dtype)
     per_chunk = max(1, chunk // max(n, 1))
-    rows = torch.arange(n)
+    rows = torch.arange(n, device=x.device)
     for start in range(0, k, per_chunk):
         cand = candidates[:, start : start + per_chunk]  # (N, c, P)
         c = cand.shape[1]
@@ -133,10 +137,10 @@ def refine(avae: AffineVAE, x: torch.Tensor, best: _Best, steps: int, lr: float,
     if steps <= 0:
         return
     beta1, beta2, eps = 0.9, 0.999, 1e-8
-    active = torch.arange(x.shape[0])
+    active = torch.arange(x.shape[0], device=x.device)
     params = best.pose.clone()
     m, v = torch.zeros_like(params), torch.zeros_like(params)
-    stale = torch.zeros(x.shape[0], dtype=torch.long)
+    stale = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     for t in range(1, steps + 2):
         p = params[active].requires_grad_(True)
         out = avae.loss(x[active], p)
@@ -169,7 +173,7 @@ def _polish(avae: AffineVAE, x: torch.Tensor, best: _Best, rounds: int) -> None:
     minus one step along each parameter (2P candidates, one batched pass), then halves the steps.
     Cheaper than an Adam step (no backward pass) and never worse than where it starts."""
     family = avae.family
-    step = torch.tensor([POLISH_STEPS[n] for n in family.param_names])
+    step = torch.tensor([POLISH_STEPS[n] for n in family.param_names], device=x.device, dtype=x.dtype)
     moves = torch.cat([torch.diag(step), -torch.diag(step)])  # (2P, P)
     for r in range(rounds):
         score_candidates(avae, x, best.pose.unsqueeze(1) + moves / 2**r, best)
@@ -179,9 +183,9 @@ def _coarse_to_fine(avae: AffineVAE, x: torch.Tensor, levels: tuple[int, ...], b
     """Rotation: an even grid of ``levels[0]`` angles, then ``levels[j]`` angles inside the sector
     around each image's best, each level narrowing the sector."""
     spacing = 2 * math.pi / levels[0]
-    score_candidates(avae, x, candidate_poses(avae.family, levels[0], grid=True), best)
+    score_candidates(avae, x, candidate_poses(avae.family, levels[0], grid=True, device=x.device, dtype=x.dtype), best)
     for count in levels[1:]:
-        offsets = torch.linspace(-spacing / 2, spacing / 2, count + 2)[1:-1]
+        offsets = torch.linspace(-spacing / 2, spacing / 2, count + 2, device=x.device, dtype=x.dtype)[1:-1]
         score_candidates(avae, x, (best.pose[:, :1] + offsets).unsqueeze(-1), best)
         spacing = spacing / (count + 1)
 
@@ -209,6 +213,9 @@ def align(
     """Find, per image, the pose that minimises the model's loss. Defaults are the paper's
     evaluation setting (30 restarts, 20 Adam steps at lr 0.01, deterministic encoding). ``model``
     is any :mod:`avae.models` model (or an :class:`AffineVAE`); its weights are not changed.
+    ``x`` must be on the model's device: the search makes every tensor there, in ``x``'s dtype, and
+    returns its result there (random candidates are drawn on the CPU, the same on every device, and
+    moved once; ``init`` and a ``pose_net`` on another device are moved too).
     """
     if method not in METHODS:
         raise AvaeError(f"unknown alignment method '{method}': expected one of {', '.join(METHODS)}")
@@ -223,10 +230,15 @@ def align(
     if method == "coarse-to-fine" and family.name != "rotation":
         raise AvaeError(f"method 'coarse-to-fine' needs pose 'rotation', got '{family.name}'")
     avae.model.check_input(x)
+    weights = next(avae.model.parameters(), None)
+    if weights is not None and weights.device != x.device:
+        raise AvaeError(f"align: the model is on {weights.device} but the images are on {x.device}; move one to the other")
     # the search runs on a frozen inference copy (batch norm folded, channels-last): the same
     # function, faster, and the caller's model is never touched
     avae = AffineVAE(InferenceCopy(avae.model), family)
-    shared = candidate_poses(family, restarts, grid=grid, seed=seed) if method == "search" else family.identity(1)
+    shared = (candidate_poses(family, restarts, grid=grid, seed=seed, device=x.device, dtype=x.dtype)
+              if method == "search" else family.identity(1, device=x.device, dtype=x.dtype))
+    net_device = next(pose_net.parameters()).device if pose_net is not None else x.device
     parts = []
     for start in tqdm(range(0, x.shape[0], batch_size), desc="aligning", unit="batch",
                       disable=None if progress else True, leave=False):
@@ -234,15 +246,15 @@ def align(
         best = _Best(xb, family.n_params)
         if method == "stn":
             with torch.no_grad():
-                score_candidates(avae, xb, pose_net.predict(xb, 1), best)
-            identity = torch.full((xb.shape[0],), float("nan"))
+                score_candidates(avae, xb, pose_net.predict(xb.to(net_device), 1), best)
+            identity = torch.full((xb.shape[0],), float("nan"), device=xb.device, dtype=xb.dtype)
         else:
             identity = score_candidates(avae, xb, shared, best)[:, 0]
             if method == "coarse-to-fine":
                 _coarse_to_fine(avae, xb, levels, best)
             elif method == "amortized":
                 with torch.no_grad():
-                    score_candidates(avae, xb, pose_net.predict(xb, top_k), best)
+                    score_candidates(avae, xb, pose_net.predict(xb.to(net_device), top_k), best)
             if init is not None:
                 score_candidates(avae, xb, init[start : start + batch_size].unsqueeze(1), best)
             _polish(avae, xb, best, polish)

@@ -3,6 +3,9 @@
 ``truth.params`` are parameters of ``truth.pose`` (a :mod:`avae.transforms` family); the
 perturbed image is ``warp(x, truth.params, truth.pose)``, so ``truth.inverse_params()`` (or
 ``inverse_warp``) is the oracle that undoes it.
+
+Random parameters are drawn on the CPU generator (the same draws on every device) and moved once
+to the images' device; ``truth.params`` live there, in the images' dtype.
 """
 from __future__ import annotations
 
@@ -36,6 +39,11 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
+def _param_dtype(x: torch.Tensor) -> torch.dtype:
+    """Pose parameters in the images' floating-point dtype (float32 for integer images)."""
+    return x.dtype if x.is_floating_point() else torch.float32
+
+
 def rotated(data, degrees=None, *, seed: int = 0):
     """Rotate every image counter-clockwise.
 
@@ -48,10 +56,10 @@ def rotated(data, degrees=None, *, seed: int = 0):
         degrees = (0.0, 360.0)
     if isinstance(degrees, (tuple, list)):
         low, high = map(float, degrees)
-        angles = low + (high - low) * torch.rand(n, generator=_generator(seed), dtype=torch.float64)
+        angles = low + (high - low) * torch.rand(n, generator=_generator(seed), dtype=torch.float64).to(x.device)
     else:
-        angles = torch.full((n,), float(degrees), dtype=torch.float64)
-    params = torch.deg2rad(angles).float().unsqueeze(1)
+        angles = torch.full((n,), float(degrees), dtype=torch.float64, device=x.device)
+    params = torch.deg2rad(angles).to(_param_dtype(x)).unsqueeze(1)
     return warp(x, params, "rotation"), Perturbation("rotation", params)
 
 
@@ -88,5 +96,5 @@ def random_affine(
     if max_translation > 0:
         cols += [uniform(max_translation), uniform(max_translation)]
         pose = "affine-translation"
-    params = torch.stack(cols, 1).float()
+    params = torch.stack(cols, 1).to(device=x.device, dtype=_param_dtype(x))
     return warp(x, params, pose), Perturbation(pose, params)

@@ -71,7 +71,7 @@ class PoseNet(nn.Module):
         out = self(x)
         top = out["logits"].topk(k, dim=1).indices  # (N, k)
         offset = out["offsets"].gather(1, top).clamp(-0.5, 0.5)
-        angle = (top.float() + 0.5 + offset) * self.bin_width
+        angle = (top.to(offset.dtype) + 0.5 + offset) * self.bin_width
         angle = torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
         others = out["others"].unsqueeze(1).expand(-1, k, -1)
         return torch.cat([angle.unsqueeze(-1), others], -1)

@@ -36,9 +36,6 @@ from avae.train.regimes import REGIMES, make_regime
 
 # Training options that may change when a run is resumed.
 RESUMABLE_CHANGES = ("epochs", "skip_nonfinite")
-# Regimes whose every tensor follows the model's device; the others make poses on the CPU, so
-# ``device="auto"`` keeps them there and ``device="cuda"`` is refused.
-DEVICE_AGNOSTIC_REGIMES = ("plain",)
 
 
 @dataclass
@@ -178,11 +175,6 @@ def fit(
     """
     out = Path(out)
     ckpt_file = out / checkpoint.FILENAME
-    if config.regime not in DEVICE_AGNOSTIC_REGIMES:
-        if device == "cuda":
-            raise AvaeError(f"--device cuda: the '{config.regime}' regime makes its poses on the CPU and does not "
-                            f"run on a GPU yet; use --device cpu")
-        device = "cpu"
     ctx = distributed.setup(device)
     torch.manual_seed(config.seed)
     model = checkpoint.build(model_name, model_config, "model")

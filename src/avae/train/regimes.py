@@ -7,6 +7,11 @@ One loop (:func:`avae.train.loop.fit`) serves them all (Bidart & Wong 2019, sect
 * ``transform-optimized``: X_full, and before each gradient step the pose of every image is
   optimised with :func:`avae.align.align` (section 3.3); the step then minimises the Affine VAE
   loss at those poses, so the model only has to learn a canonical subset of poses.
+
+Every regime runs on the device of its batch (``--device cuda``): random angles are drawn on the
+CPU generator the loop reseeds per batch (so a run draws the same angles on every device) and
+moved to the batch's device once; the per-image pose record stays on the CPU, where checkpoints,
+the distributed merge and ``pose_angles.npz`` read it.
 """
 from __future__ import annotations
 
@@ -18,8 +23,9 @@ from avae.errors import AvaeError
 from avae.transforms import warp
 
 
-def _random_angles(n: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, 1, generator=generator) * (2 * math.pi)
+def _random_angles(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(N, 1) uniform angles in [0, 2 pi), one per image of ``x``, on its device and in its dtype."""
+    return (torch.rand(x.shape[0], 1, generator=generator) * (2 * math.pi)).to(device=x.device, dtype=x.dtype)
 
 
 class Plain:
@@ -33,7 +39,7 @@ class RandomRotation:
     name = "random-rotation"
 
     def loss(self, model, x, index, epoch, generator):
-        return model.loss(warp(x, _random_angles(x.shape[0], generator), "rotation"), sample=True)["loss"]
+        return model.loss(warp(x, _random_angles(x, generator), "rotation"), sample=True)["loss"]
 
 
 class TransformOptimized:
@@ -58,29 +64,33 @@ class TransformOptimized:
         from avae.align import align
         from avae.models.affine_vae import AffineVAE
 
-        shift = _random_angles(x.shape[0], generator)
+        index = index.cpu()  # rows of the pose record, which lives on the CPU
+        shift = _random_angles(x, generator)
         shifted = warp(x, shift, "rotation")
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         init = None
         previous = self.angles.get(epoch - 1)
         if self.warm_start and previous is not None and torch.isfinite(previous[index]).all():
-            init = torch.deg2rad(previous[index]).unsqueeze(1) - shift
+            init = torch.deg2rad(previous[index]).to(device=x.device, dtype=x.dtype).unsqueeze(1) - shift
         found = align(model, shifted, "rotation", restarts=self.restarts, steps=self.steps, lr=self.lr, seed=seed,
                       init=init, polish=self.polish)
-        record = self.angles.setdefault(epoch, torch.full((self.n_images,), float("nan")))
-        record[index] = torch.rad2deg(shift[:, 0] + found.pose[:, 0]).remainder(360.0)
+        record = self.angles.setdefault(epoch, self._empty_record())
+        record[index] = torch.rad2deg(shift[:, 0] + found.pose[:, 0]).remainder(360.0).to(record)
         return AffineVAE(model, "rotation").loss(shifted, found.pose, sample=True)["loss"]
 
     def merge_ranks(self, epoch: int, merge) -> None:
         """Distributed training: each rank recorded only its own images of ``epoch``; ``merge``
         (:func:`avae.train.distributed.merge_records`, collective) completes every rank's record."""
-        self.angles[epoch] = merge(self.angles.get(epoch, torch.full((self.n_images,), float("nan"))))
+        self.angles[epoch] = merge(self.angles.get(epoch, self._empty_record()))
+
+    def _empty_record(self) -> torch.Tensor:
+        return torch.full((self.n_images,), float("nan"), device="cpu")
 
     def state_dict(self) -> dict:
         return {"angles": {str(k): v for k, v in self.angles.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.angles = {int(k): v for k, v in state["angles"].items()}
+        self.angles = {int(k): v.cpu() for k, v in state["angles"].items()}
 
     def write_artifacts(self, out, train_data) -> None:
         """``pose_angles.npz``: ``angles`` (epochs x images, degrees), ``epochs``, ``labels``."""

@@ -30,7 +30,7 @@ def _rotation(theta: torch.Tensor) -> torch.Tensor:
 
 def homogeneous(m: torch.Tensor) -> torch.Tensor:
     """(N, 2, 3) -> (N, 3, 3), so that poses compose by matrix product."""
-    return torch.cat([m, torch.tensor([0.0, 0.0, 1.0], dtype=m.dtype).expand(m.shape[0], 1, 3)], 1)
+    return torch.cat([m, torch.tensor([0.0, 0.0, 1.0], device=m.device, dtype=m.dtype).expand(m.shape[0], 1, 3)], 1)
 
 
 def _with_translation(linear: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from avae.errors import AvaeError
 
 
-def control_grid(n: int = 3, dtype=torch.float32) -> torch.Tensor:
+def control_grid(n: int = 3, dtype=torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
     """(n * n, 2) control points (x, y) on an n x n grid spanning [-1, 1], row by row."""
     if n < 2:
         raise AvaeError(f"a thin-plate-spline grid needs at least 2 x 2 control points, got {n}")
-    g = torch.linspace(-1.0, 1.0, n, dtype=dtype)
+    g = torch.linspace(-1.0, 1.0, n, dtype=dtype, device=device)
     yy, xx = torch.meshgrid(g, g, indexing="ij")
     return torch.stack([xx.flatten(), yy.flatten()], -1)
 
@@ -29,7 +29,8 @@ def tps_sample(images: torch.Tensor, output_points: torch.Tensor, input_points: 
 
     images (N, C, H, W); points (N, K, 2), or (K, 2) shared by all images, normalised (x, y)
     -> (N, C, H, W). The spline is kornia's (``get_tps_transform``, which puts the kernel centres
-    at ``input_points``); equal point sets give the identity up to solver round-off.
+    at ``input_points``); equal point sets give the identity up to solver round-off. Points are
+    moved to the images' device and dtype.
     """
     try:  # imported here: importing kornia would slow every avae command
         from kornia.geometry.transform import get_tps_transform
@@ -37,13 +38,15 @@ def tps_sample(images: torch.Tensor, output_points: torch.Tensor, input_points: 
         raise AvaeError("thin-plate-spline warps need kornia: pip install kornia") from None
 
     n, _, h, w = images.shape
-    out_pts = output_points.to(images.dtype).expand(n, -1, -1) if output_points.ndim == 2 else output_points
-    in_pts = input_points.to(images.dtype).expand(n, -1, -1) if input_points.ndim == 2 else input_points
+    output_points = output_points.to(device=images.device, dtype=images.dtype)
+    input_points = input_points.to(device=images.device, dtype=images.dtype)
+    out_pts = output_points.expand(n, -1, -1) if output_points.ndim == 2 else output_points
+    in_pts = input_points.expand(n, -1, -1) if input_points.ndim == 2 else input_points
     kernel_weights, affine_weights = get_tps_transform(out_pts, in_pts)
     # kornia's warp_image_tps evaluates the spline by a broadcast multiply-and-sum, about 4x slower on
     # CPU (forward and backward) than these matrix products; centres shared by the batch: one kernel
     coords = _pixel_centres(h, w, images.dtype, images.device)  # (H * W, 2)
-    centres = input_points.to(images.dtype) if input_points.ndim == 2 else in_pts
+    centres = input_points if input_points.ndim == 2 else in_pts
     kernel = _tps_kernel(coords, centres)  # (H * W, K) or (N, H * W, K)
     grid = kernel @ kernel_weights + coords @ affine_weights[:, 1:] + affine_weights[:, :1]
     return F.grid_sample(images, grid.view(n, h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -52,14 +55,14 @@ def tps_sample(images: torch.Tensor, output_points: torch.Tensor, input_points: 
 def tps_warp(images: torch.Tensor, offsets: torch.Tensor, grid: int = 3) -> torch.Tensor:
     """Move image content smoothly: the content at control point i moves to point i plus its
     offset. images (N, C, H, W), offsets (N, 2 * grid**2) -> (N, C, H, W)."""
-    points = control_grid(grid, images.dtype).to(images.device)
+    points = control_grid(grid, images.dtype, images.device)
     return tps_sample(images, points + _as_points(offsets, grid), points)
 
 
 def tps_unwarp(images: torch.Tensor, offsets: torch.Tensor, grid: int = 3) -> torch.Tensor:
     """Approximately undo :func:`tps_warp`: the spline that moves the displaced control points back
     to the grid (a TPS has no closed-form inverse; this one agrees with it at the control points)."""
-    points = control_grid(grid, images.dtype).to(images.device)
+    points = control_grid(grid, images.dtype, images.device)
     return tps_sample(images, points, points + _as_points(offsets, grid))
 
 

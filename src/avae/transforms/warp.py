@@ -14,9 +14,11 @@ from avae.transforms.poses import PoseFamily, pose_family
 def sample_with(images: torch.Tensor, sampling_matrix: torch.Tensor) -> torch.Tensor:
     """Output pixel p takes the input at ``sampling_matrix @ p`` (affine_grid's convention).
 
-    images (N, C, H, W), sampling_matrix (N, 2, 3) -> (N, C, H, W).
+    images (N, C, H, W), sampling_matrix (N, 2, 3) -> (N, C, H, W); the matrix is moved to the
+    images' device and dtype.
     """
-    grid = F.affine_grid(sampling_matrix.to(images.dtype), list(images.shape), align_corners=False)
+    grid = F.affine_grid(sampling_matrix.to(device=images.device, dtype=images.dtype), list(images.shape),
+                         align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
