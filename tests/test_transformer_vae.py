@@ -181,7 +181,45 @@ def test_bad_configs_are_one_line_errors():
 
 # 9 small models (totals of 8 leave no room for the TPS's 18 pose numbers in Fig. 5; it still trains for the rest)
 TINY = experiments.TransformerPreset("test", train_images=60, epochs=1, totals=(8,), svm_latents=(2,), prior_latent=2,
-                                     test_images=60, is_images=8, is_samples=4, svm_folds=3, batch_size=60)
+                                     test_images=60, is_images=8, is_samples=4, svm_folds=3, batch_size=60,
+                                     min_content_latent=2)
+
+
+@pytest.mark.parametrize("name", ["quick", "standard"])
+def test_fig5_compares_only_models_with_room_in_z_and_shows_the_diagonal_prior(name):
+    preset = experiments.PRESETS[name]
+    specs = preset.fig5_specs()
+    assert preset.min_content_latent == 8 and min(s.latent for s in specs) >= 8
+    assert all(s.total in preset.totals for s in specs)
+    series = {s.series for s in specs}
+    assert series == {"VAE", "affine TVAE", "affine TVAE, diagonal prior", "TPS TVAE", "affine DTVAE"}
+    # both affine TVAEs at every total where one has room; each transformer is compared with a VAE
+    affine = {p: [s.latent for s in specs if s.kind == "tvae-affine" and s.prior == p] for p in ("none", "diagonal")}
+    assert affine["none"] == affine["diagonal"] and affine["none"]
+    vae_totals = {s.total for s in specs if s.kind == "vae"}
+    assert {s.total for s in specs} == vae_totals
+    if name == "standard":
+        assert [s.total for s in specs if s.kind == "tvae-tps"] == [26, 38]
+
+
+def _row(series, z, u, nll, sem=0.3):
+    model, _, prior = series.partition(", ")
+    return {"model": model, "series": series, "prior": prior.split()[0] if prior else "none", "dim z": z, "dim u": u,
+            "total latent": z + u, "nll": nll, "nll sem": sem}
+
+
+def test_comparison_tables_include_the_diagonal_prior_and_say_who_wins():
+    from avae.report.transformer import _fig5_table, prior_comparison, reconstruction_verdicts
+
+    rows = [_row("VAE", 14, 0, 95.6), _row("affine TVAE", 8, 6, 96.8), _row("affine TVAE, diagonal prior", 8, 6, 92.0),
+            _row("VAE", 20, 0, 96.1), _row("affine TVAE", 14, 6, 93.2), _row("affine TVAE, diagonal prior", 14, 6, 93.0)]
+    table = _fig5_table(rows)
+    assert list(table[0]) == ["total latent", "VAE", "affine TVAE", "affine TVAE, diagonal prior"]
+    assert table[0]["affine TVAE, diagonal prior"] == "92.00 ± 0.30 (z=8)"
+    verdicts = {(v["model"], v["total latent"]): v["better than the VAE?"] for v in reconstruction_verdicts(rows)}
+    assert verdicts == {("affine TVAE (z=8)", 14): "no", ("affine TVAE, diagonal prior (z=8)", 14): "yes",
+                        ("affine TVAE (z=14)", 20): "yes", ("affine TVAE, diagonal prior (z=14)", 20): "yes"}
+    assert [c["better with the prior?"] for c in prior_comparison(rows)] == ["yes", "tie (within 2 s.e.)"]
 
 
 def test_reproduce_transformer_vae_end_to_end(mnist_test_dir, tmp_path, monkeypatch, capsys):
@@ -195,12 +233,15 @@ def test_reproduce_transformer_vae_end_to_end(mnist_test_dir, tmp_path, monkeypa
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     summary = metrics["summary"]
-    assert {r["model"] for r in summary["reconstruction_vs_latent"]} == {"VAE", "affine TVAE", "affine DTVAE"}
+    assert {r["series"] for r in summary["reconstruction_vs_latent"]} == {"VAE", "affine TVAE", "affine DTVAE",
+                                                                         "affine TVAE, diagonal prior"}
     assert len(list((out / "models").iterdir())) == 9
     assert [r["features"] for r in summary["table1"]][:2] == ["raw pixels", "PCA(2)"]
     assert all(r["gap"] >= 0 and math.isfinite(r["log p(x)"]) for r in summary["importance_sampling"])
     report = (out / "report.md").read_text()
     assert "preset `test`" in report and "60 digits of the real MNIST test set" in report and "z only" in report
+    assert "| affine TVAE, diagonal prior |" in report and "z >= 2" in report and "better with the prior?" in report
+    assert len(summary["convergence"]) == len(TINY.fig5_specs()) and "How far from converged" in report
     # re-rendering from the saved results alone gives the same report; running again reuses the models
     (out / "report.md").unlink()
     render_report(out)

@@ -279,7 +279,7 @@ def _print_autoencoding(result) -> None:
 
 def _print_transformer(summary) -> None:
     for row in summary["reconstruction_vs_latent"]:
-        print(f"{row['model']:<14} z={row['dim z']:<3} total {row['total latent']:<3} reconstruction error "
+        print(f"{row['series']:<28} z={row['dim z']:<3} total {row['total latent']:<3} reconstruction error "
               f"{row['nll']:7.2f} ± {row['nll sem']:.2f}")
 
 
