@@ -8,7 +8,7 @@ import torch
 
 import avae
 from avae.attacks import (accuracy, art_available, art_pgd, attack_classifier,
-                          attack_representation, margin, pgd_linf)
+                          attack_representation, fgsm, margin, pgd_linf)
 from avae.data import ColorMNIST, color_mnist, load
 from avae.data.color import color_rgb
 from avae.errors import AvaeError
@@ -178,6 +178,18 @@ def test_attacks_lower_accuracy_and_move_the_representation(colored, probed):
     assert shift.mean() > (encoder_means(model, noise) - encoder_means(model, colored.images)).norm(dim=1).mean()
 
 
+def test_fgsm_is_one_step_inside_the_ball_and_weaker_than_pgd(colored, probed):
+    classifier, labels = probed
+    adv = fgsm(classifier, colored.images, labels, 0.05)
+    moved = (adv - colored.images).abs().flatten(1).amax(1)
+    assert moved.max() <= 0.05 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    # one step of the full radius (where the pixel range allows): every changed image moved by exactly epsilon
+    assert torch.allclose(moved[moved > 0], torch.full_like(moved[moved > 0], 0.05), atol=1e-6)
+    fooled_once = 1 - accuracy(classifier, adv, labels).mean()
+    pgd = attack_classifier(classifier, colored.images, labels, 0.05, steps=10, step_size=0.05 / 4)
+    assert 0 < fooled_once <= 1 - accuracy(classifier, pgd, labels).mean()
+
+
 @pytest.mark.skipif(not art_available(), reason="adversarial-robustness-toolbox not installed")
 def test_our_pgd_is_at_least_as_strong_as_art(colored, probed):
     """Summed over random starts (seeds), since on 64 digits one start can differ by an image or two."""
@@ -253,8 +265,10 @@ def test_reproduce_tiny_preset_end_to_end(mnist_test_dir, tmp_path):
     for row in metrics["rows"]:
         assert [a["epsilon"] for a in row["pixel_attack"]] == [0.0, 0.1, 0.2]
         assert all(a["max_perturbation"] <= a["epsilon"] + 1e-6 for a in row["pixel_attack"])
+        assert [a["epsilon"] for a in row["small_epsilon"]] == [0.02, 0.05]
+        assert all(0 <= a["fgsm"]["accuracy"] <= 100 for a in row["pixel_attack"][1:] + row["small_epsilon"])
     report = (tmp_path / "report.md").read_text()
-    assert "VAE+AVAE post" in report and "88.1" in report
+    assert "VAE+AVAE post" in report and "88.1" in report and "one-step FGSM" in report
     assert (tmp_path / "iterated_reconstruction.png").stat().st_size > 0
     # a second run reuses every model
     before = (tmp_path / "models" / "VAE" / "checkpoint.pt").stat().st_mtime_ns
