@@ -40,6 +40,9 @@ def methods(pose: str) -> dict[str, dict]:
         table["coarse-to-fine 8,4,4, no steps"] = {"method": "coarse-to-fine", "levels": (8, 4, 4), "steps": 0}
     table["STN alone (pose net, no search)"] = {"method": "stn", "steps": 0}
     table["amortized: identity + top-2"] = {"method": "amortized", "top_k": 2, "steps": 0}
+    if pose != "rotation":  # the affine nets' lower guesses still carry gain: more of them, instead of a polish
+        table["amortized: identity + top-3"] = {"method": "amortized", "top_k": 3, "steps": 0}
+        table["amortized: identity + top-4"] = {"method": "amortized", "top_k": 4, "steps": 0}
     table["amortized: identity + top-2, polish 1"] = {"method": "amortized", "top_k": 2, "steps": 0, "polish": 1}
     if pose == "rotation":
         table["amortized: identity + top-2, polish 2"] = {"method": "amortized", "top_k": 2, "steps": 0, "polish": 2}
