@@ -164,3 +164,22 @@ def test_random_rotation_regime_trains(tiny_split, tmp_path):
     torch.manual_seed(0)  # fit seeds the initial weights with config.seed
     initial = VAE(VAEConfig(latent=2, net="mlp")).state_dict()
     assert not _states_equal(initial, model.state_dict()), "no gradient step was taken"
+
+
+def test_cosine_schedule_sets_each_epochs_learning_rate(small, tmp_path):
+    """The optimizer really runs at lr * (1 + cos(pi e / E)) / 2 in epoch e; constant stays at lr."""
+    train, val = small
+    fit("vae", MODEL, train, val, _config(3, lr=2e-3, lr_schedule="cosine"), tmp_path / "cos", progress=False)
+    used = [record["lr"] for record in checkpoint.read(tmp_path / "cos")["history"]]
+    assert used == pytest.approx([2e-3, 1.5e-3, 0.5e-3])
+    fit("vae", MODEL, train, val, _config(2, lr=2e-3), tmp_path / "const", progress=False)
+    assert [record["lr"] for record in checkpoint.read(tmp_path / "const")["history"]] == [2e-3, 2e-3]
+
+
+def test_unknown_lr_schedule_is_refused_before_training(small, tmp_path):
+    from avae.errors import AvaeError
+
+    train, val = small
+    with pytest.raises(AvaeError, match="lr_schedule"):
+        fit("vae", MODEL, train, val, _config(1, lr_schedule="linear"), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -102,7 +102,7 @@ def cmd_train(args) -> None:
     }
     config = config_from_dict(TrainConfig, {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "weight_decay": args.weight_decay, "seed": args.seed, "regime": args.regime,
+        "weight_decay": args.weight_decay, "lr_schedule": args.lr_schedule, "seed": args.seed, "regime": args.regime,
         "pose_restarts": args.pose_restarts, "pose_steps": args.pose_steps, "pose_polish": args.pose_polish,
         "pose_warm_start": args.pose_warm_start,
         "skip_nonfinite": args.skip_nonfinite,
@@ -330,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                   help="cosine: decay the learning rate to 0 over the epochs (per epoch)")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")

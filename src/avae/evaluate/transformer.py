@@ -104,6 +104,7 @@ class TransformerPreset:
     svm_folds: int = 9
     batch_size: int = 100
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # avae.train.TrainConfig.lr_schedule
     scatter_latent: int = 2  # Fig. 8 and the latent walk
     # Fig. 5 compares a model at a total only where its content latent z has this many dimensions: a
     # transformer spends dim u of the total on the pose, and with z = 2 it cannot hold a digit's identity
@@ -153,7 +154,8 @@ PRESETS = {
 # ----------------------------------------------------------------------------------- experiments
 def train_models(specs, train, val, out: Path, preset: TransformerPreset, seed: int = 0, progress: bool = True) -> dict:
     """spec -> trained model, each in ``out/models/NAME`` (reused, or resumed, when already there)."""
-    config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr, weight_decay=0.0, seed=seed)
+    config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr, lr_schedule=preset.lr_schedule,
+                         weight_decay=0.0, seed=seed)
     return {s: fit(s.model, s.config(), train, val, config, Path(out) / "models" / s.name, resume=True, progress=progress)
             for s in specs}
 
@@ -307,7 +309,7 @@ def reproduce_transformer_vae(preset: TransformerPreset, out: Path, *, data_dir,
     meta = {**provenance(), "preset": asdict(preset), "seed": seed, "train_data": train.describe(),
             "validation_data": val.describe(), "test_data": test.describe(), "importance_data": is_test.describe(),
             "train_config": {"epochs": preset.epochs, "batch_size": preset.batch_size, "lr": preset.lr,
-                             "weight_decay": 0.0, "optimizer": "Adam"}}
+                             "lr_schedule": preset.lr_schedule, "weight_decay": 0.0, "optimizer": "Adam"}}
     write_json(out / "metrics.json", {**meta, "summary": summary})
     report.render_report(out)
     return summary

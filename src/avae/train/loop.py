@@ -36,6 +36,14 @@ from avae.train.regimes import REGIMES, make_regime
 
 # Training options that may change when a run is resumed.
 RESUMABLE_CHANGES = ("epochs", "skip_nonfinite")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def epoch_lr(config: "TrainConfig", epoch: int) -> float:
+    """The learning rate of (0-based) ``epoch`` under ``config.lr_schedule``."""
+    if config.lr_schedule == "cosine":
+        return config.lr * (1 + math.cos(math.pi * epoch / config.epochs)) / 2
+    return config.lr
 
 
 @dataclass
@@ -44,6 +52,9 @@ class TrainConfig:
     batch_size: int = 256  # the paper's; per process under torchrun
     lr: float = 1e-3
     weight_decay: float = 5e-4
+    # "constant", or "cosine": each epoch e of E runs at lr * (1 + cos(pi * e / E)) / 2, so the last
+    # epochs take small steps and settle instead of hovering at the noise level of a constant rate
+    lr_schedule: str = "constant"
     seed: int = 0
     regime: str = "plain"
     # Pose search of the transform-optimized regime (paper: 20 restarts, 10 Adam steps at lr 0.01).
@@ -60,6 +71,8 @@ class TrainConfig:
     def validate(self, where: str = "train config") -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:
             raise AvaeError(f"{where}: epochs and batch_size must be >= 1, lr > 0, weight_decay >= 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise AvaeError(f"{where}: field 'lr_schedule' must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.regime not in REGIMES:
             raise AvaeError(f"{where}: field 'regime' must be one of {', '.join(REGIMES)}, got {self.regime!r}")
         if self.pose_restarts < 1 or self.pose_steps < 0 or self.pose_polish < 0:
@@ -173,6 +186,7 @@ def fit(
     ``loss_curve.png``. ``device``: ``cpu``, ``cuda`` or ``auto`` (a GPU if there is one).
     Under ``torchrun`` (``WORLD_SIZE`` > 1) trains data-parallel; rank 0 writes the files.
     """
+    config.validate()
     out = Path(out)
     ckpt_file = out / checkpoint.FILENAME
     ctx = distributed.setup(device)
@@ -237,6 +251,8 @@ def fit(
     with _StopRequests() as stop:
         for epoch in range(start_epoch, config.epochs):
             began = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = epoch_lr(config, epoch)
             order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(_epoch_seed(config.seed, epoch)))
             mine = distributed.shard(order, ctx)
             n_batches = math.ceil(len(mine) / config.batch_size)
@@ -291,6 +307,7 @@ def fit(
                 "val_nll": val["nll"].mean().item(),
                 "val_kl": val["kl"].mean().item(),
                 "skipped_batches": int(skipped),
+                "lr": optimizer.param_groups[0]["lr"],
                 "seconds": earlier + time.perf_counter() - began,
             }
             history.append(record)
