@@ -3,7 +3,8 @@
 For N asymmetric real MNIST test digits (classes 2 to 7 and 9; 0, 1 and 8 look alike turned by 180
 degrees), each turned by a uniform random angle: the share whose angle is within 15 and 30 degrees
 of the paper search's (30 restarts, 20 Adam steps), for the pose network's top guess alone and for
-amortized alignment (identity + top-2 scored by the model); per class as well. Two searches give the
+amortized alignment (the identity and the network's top 2 or top 3 guesses, scored by the model; no
+gradient steps); per class as well. Two searches give the
 reference's own repeatability, the ceiling of any agreement with it: the paper search again with
 another seed of its random restarts, and a dense search (a 36-angle grid, then 4 and 4 finer angles,
 then 20 Adam steps), which finds the lowest losses of the three.
@@ -44,10 +45,12 @@ def main() -> None:
         search = align(model, x, "rotation", restarts=30, steps=20, seed=args.seed).pose[:, 0]
         with torch.no_grad():
             alone = net.predict(x, 1)[:, 0, 0]
-        amortized = align(model, x, "rotation", method="amortized", pose_net=net, top_k=2, steps=0).pose[:, 0]
+        amortized = {k: align(model, x, "rotation", method="amortized", pose_net=net, top_k=k, steps=0).pose[:, 0]
+                     for k in (2, 3)}
         again = align(model, x, "rotation", restarts=30, steps=20, seed=args.seed + 1).pose[:, 0]
         dense = align(model, x, "rotation", method="coarse-to-fine", levels=(36, 4, 4), steps=20).pose[:, 0]
-        for method, angle in (("pose network, top guess", alone), ("amortized: identity + top-2", amortized),
+        for method, angle in (("pose network, top guess", alone), ("amortized: identity + top-2", amortized[2]),
+                              ("amortized: identity + top-3", amortized[3]),
                               ("paper search, another seed", again), ("dense search (36,4,4 + 20 steps)", dense)):
             gap = gap_degrees(angle, search)
             row = {"model": name, "angle from": method, "digits": len(labels),

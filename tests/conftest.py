@@ -8,7 +8,7 @@ import pytest
 from avae.data import write_idx
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mnist_test_dir() -> Path:
     """The real MNIST test set (IDX .gz): env AVAE_DATA_DIR, else ../shared/data/mnist; skip if absent."""
     candidates = [Path(os.environ["AVAE_DATA_DIR"])] if os.environ.get("AVAE_DATA_DIR") else []

@@ -127,28 +127,46 @@ def test_polish_moves_each_image_downhill_from_where_it_starts(vae, turned):
 ASYMMETRIC = (2, 3, 4, 5, 6, 7, 9)  # 0, 1 and 8 look alike turned by 180 degrees
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def turned_test_digits(mnist_test_dir):
     data = load("mnist", "test", data_dir=mnist_test_dir, limit=300, seed=0)
     keep = torch.isin(data.labels, torch.tensor(ASYMMETRIC))
     return rotated(data.images[keep][:80], seed=1)[0]
 
 
-def test_shipped_pose_net_predicts_the_rotation_the_full_search_finds(turned_test_digits):
+def _angle_gap_degrees(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.rad2deg(torch.remainder(a - b + torch.pi, 2 * torch.pi) - torch.pi).abs()
+
+
+@pytest.fixture(scope="module")
+def upright_vae_search(turned_test_digits):
+    """The upright VAE, its pose network, and the paper search's angles for the turned test digits."""
+    path = checkpoint.pretrained("vae-L8")
+    model = checkpoint.load(path)
+    net = checkpoint.load(path / "pose-net-rotation.pt", expect="pose-net")
+    return model, net, align(model, turned_test_digits, "rotation", restarts=30, steps=20).pose[:, 0]
+
+
+def test_shipped_pose_net_predicts_the_rotation_the_full_search_finds(upright_vae_search, turned_test_digits):
     """The upright VAE's pose network, alone (top-1, no scoring), against the paper search's angle.
 
     Issue 5 asks for 90 % within 15 degrees; this net reaches 90.0 % on these 80 digits but 86.5 %
     on 200 (benchmarks/results/pose_net_agreement.md), so the test guards 85 %: not met yet.
     Its misses are mostly "6" read as "9" (180 degrees off: the VAE reconstructs both) and 4s and 5s.
     """
-    path = checkpoint.pretrained("vae-L8")
-    model = checkpoint.load(path)
-    net = checkpoint.load(path / "pose-net-rotation.pt", expect="pose-net")
-    search = align(model, turned_test_digits, "rotation", restarts=30, steps=20)
+    model, net, search = upright_vae_search
     with torch.no_grad():
         predicted = net.predict(turned_test_digits, 1)[:, 0, 0]
-    gap = torch.rad2deg(torch.remainder(predicted - search.pose[:, 0] + torch.pi, 2 * torch.pi) - torch.pi).abs()
-    assert (gap <= 15).float().mean() >= 0.85
+    assert (_angle_gap_degrees(predicted, search) <= 15).float().mean() >= 0.85
+
+
+def test_amortized_alignment_lands_where_the_full_search_does(upright_vae_search, turned_test_digits):
+    """The network's top 3 guesses and the identity, scored by the model in one pass (no gradient
+    steps): within 15 degrees of the paper search's angle for at least 90 % of the digits (91.2 %
+    here, 91.5 % on the benchmark's 200), where the network's top guess alone falls short."""
+    model, net, search = upright_vae_search
+    found = align(model, turned_test_digits, "rotation", method="amortized", pose_net=net, top_k=3, steps=0)
+    assert (_angle_gap_degrees(found.pose[:, 0], search) <= 15).float().mean() >= 0.90
 
 
 @pytest.mark.parametrize("name,pose,top_k,polish", [("vae-L8", "rotation", 2, 2), ("vae-L8", "affine", 2, 2),
