@@ -308,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     from avae import __version__
     from avae.models import MODELS
     from avae.train import REGIMES
+    from avae.train.loop import LR_SCHEDULES
 
     parser = argparse.ArgumentParser(prog="avae", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"avae {__version__}")
@@ -330,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
                    help="cosine: decay the learning rate to 0 over the epochs (per epoch)")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--out", required=True, help="run directory")
