@@ -40,9 +40,11 @@ def perturb(x: torch.Tensor, pose: str, seed: int):
 
 def train_pose_net(model, images: torch.Tensor, pose: str = "rotation", *, iterations: int = 6000,
                    batch_size: int = 128, lr: float = 2e-3, seed: int = 0, search: dict | None = None,
-                   progress: bool = True) -> tuple[PoseNet, dict]:
+                   net_options: dict | None = None, augment=None, progress: bool = True) -> tuple[PoseNet, dict]:
     """Fit a pose network to ``model``'s own alignments of ``images`` (upright training digits), on
-    their device (the model's too); the network is returned there."""
+    their device (the model's too); the network is returned there. ``net_options``: PoseNetConfig
+    fields (``width``, ``hidden``, ``bins``); ``augment(x, step)``: a change applied to each perturbed
+    batch that must keep the target pose (for experiments)."""
     from avae.align import align
 
     family = pose_family(pose)
@@ -51,7 +53,8 @@ def train_pose_net(model, images: torch.Tensor, pose: str = "rotation", *, itera
     canonical = align(model, images, pose, seed=seed, progress=progress, **search).pose
     canonical_matrix = homogeneous(family.matrix(canonical))
     torch.manual_seed(seed)
-    net = PoseNet(PoseNetConfig(pose=pose, channels=images.shape[1], image_size=images.shape[-1])).to(images.device)
+    net = PoseNet(PoseNetConfig(pose=pose, channels=images.shape[1], image_size=images.shape[-1],
+                                **(net_options or {}))).to(images.device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
     g = torch.Generator().manual_seed(seed)
@@ -59,6 +62,8 @@ def train_pose_net(model, images: torch.Tensor, pose: str = "rotation", *, itera
     for it in tqdm(range(iterations), desc="pose network", disable=None if progress else True, leave=False):
         index = torch.randint(0, images.shape[0], (batch_size,), generator=g).to(images.device)
         x, truth = perturb(images[index], pose, seed * 1_000_003 + it)
+        if augment is not None:
+            x = augment(x, it)
         inverse = homogeneous(pose_family(truth.pose).inverse_matrix(truth.params))
         target = family.params_from_matrix((canonical_matrix[index] @ inverse)[:, :2])
         loss = net.loss(x, target).mean()
