@@ -317,7 +317,6 @@ def _report(metrics: dict, plain_rows: list[dict]) -> str:
         "Median seconds per epoch: " + ", ".join(f"{REGIME_LABELS.get(r, r)} {v:.1f} s" for r, v in speed.items())
         + f"; transformation-optimized / plain = {speed['transform-optimized'] / speed['plain']:.1f}x.\n",
         *([_run_time(summary["stage_seconds"], metrics)] if "stage_seconds" in summary else []),
-        *([f"\nCorrection: {summary['stage_seconds_note']}.\n"] if "stage_seconds_note" in summary else []),
     ])
 
 
