@@ -160,6 +160,32 @@ def test_shipped_pose_net_predicts_the_rotation_the_full_search_finds(upright_va
     assert (_angle_gap_degrees(predicted, search) <= 15).float().mean() >= 0.85
 
 
+def test_pose_net_pooled_over_quarter_turns_is_exactly_equivariant():
+    """Pooled over the four quarter turns, the network sees the same four views of an image and of
+    that image turned by 90 degrees, so its angle must move by exactly 90 degrees, whatever its
+    weights (a view shifted the wrong way breaks this); one view alone has no such guarantee."""
+    torch.manual_seed(0)
+    net = PoseNet(PoseNetConfig(pose="rotation")).eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x = load("mnist-embedded", "val", seed=0).images[:16]
+    with torch.no_grad():
+        pooled = net.predict(x, 2, turns=4)
+        pooled_turned = net.predict(torch.rot90(x, 1, dims=(-2, -1)), 2, turns=4)
+        alone = net.predict(x, 1)[:, 0, 0]
+        alone_turned = net.predict(torch.rot90(x, 1, dims=(-2, -1)), 1)[:, 0, 0]
+    assert _angle_gap_degrees(pooled_turned[..., 0] + torch.pi / 2, pooled[..., 0]).max() < 1e-3
+    assert _angle_gap_degrees(alone_turned + torch.pi / 2, alone).max() > 1.0
+    assert torch.equal(net.predict(x, 1, turns=1), net.predict(x, 1))
+
+
+def test_pose_net_turns_are_refused_where_a_quarter_turn_is_not_a_shift_of_the_angle(vae, turned):
+    with pytest.raises(AvaeError, match="turns must be 1, 2 or 4"):
+        PoseNet().predict(turned, 1, turns=3)
+    with pytest.raises(AvaeError, match="needs pose 'rotation'"):
+        align(vae, turned, "affine", method="stn", pose_net=PoseNet(PoseNetConfig(pose="affine")), turns=4)
+
+
 def test_amortized_alignment_lands_where_the_full_search_does(upright_vae_search, turned_test_digits):
     """The network's top 3 guesses and the identity, scored by the model in one pass (no gradient
     steps): within 15 degrees of the paper search's angle for at least 90 % of the digits (91.2 %

@@ -57,9 +57,9 @@ def test_train_pose_net_then_amortized_alignment(tmp_path, mnist_test_dir, capsy
     assert checkpoint.read(net)["model"] == "pose-net"
     assert main(["evaluate", "rotation-sweep", "--checkpoint", PRETRAINED, "--data", "mnist", "--data-dir",
                  str(mnist_test_dir), "--images", "4", "--degrees", "60", "--method", "amortized", "--pose-net",
-                 str(net), "--steps", "1", "--out", str(tmp_path / "am"), "--quiet"]) == 0
+                 str(net), "--turns", "4", "--steps", "1", "--out", str(tmp_path / "am"), "--quiet"]) == 0
     align = json.loads((tmp_path / "am" / "metrics.json").read_text())["summary"]["align"]
-    assert align["method"] == "amortized" and "pose network" in align["pose_net"]
+    assert align["method"] == "amortized" and "pose network" in align["pose_net"] and align["turns"] == 4
     # a pose network is not a model to evaluate
     assert main(["evaluate", "--checkpoint", str(net), "--data", "mnist", "--data-dir", str(mnist_test_dir)]) == 2
     assert "pose network" in capsys.readouterr().err

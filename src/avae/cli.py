@@ -69,6 +69,8 @@ def _add_align_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pose-net", default=None,
                    help="amortized/stn: a pose network (default: pose-net-POSE.pt beside the checkpoint)")
     g.add_argument("--top-k", type=int, default=2, help="amortized: guesses per image")
+    g.add_argument("--turns", type=int, default=1, choices=(1, 2, 4),
+                   help="amortized/stn, rotation: pool the pose network over this many quarter turns of each image")
     g.add_argument("--polish", type=int, default=0,
                    help="rounds of derivative-free local search around each image's best pose, before the steps")
     g.add_argument("--patience", type=int, default=None, help="stop refining an image after N steps without gain")
@@ -121,7 +123,7 @@ def _align_options(args, pose: str) -> dict:
     except ValueError:
         raise AvaeError(f"--levels {args.levels!r}: expected counts separated by commas, e.g. 8,4,4") from None
     options = {"method": args.method, "restarts": args.restarts, "steps": args.steps, "lr": args.lr,
-               "grid": args.grid, "levels": levels, "top_k": args.top_k, "patience": args.patience, "polish": args.polish}
+               "grid": args.grid, "levels": levels, "top_k": args.top_k, "turns": args.turns, "patience": args.patience, "polish": args.polish}
     if args.method in ("amortized", "stn"):
         from avae.train import checkpoint
 

@@ -12,6 +12,9 @@ tracks a batch total). Methods differ only in where candidates come from:
 * ``stn``: the pose network's single best guess, nothing else (a baseline: it can be worse than
   the identity, the failure mode of a bare spatial transformer).
 
+For both pose-network methods, ``turns`` (rotation: 1, 2 or 4) asks the network about the image
+turned by quarter turns too and pools its answers (:meth:`~avae.nets.pose.PoseNet.predict`).
+
 Except ``stn``, the identity is always a candidate, so an image's aligned loss is never above its
 identity-pose loss; random candidates are drawn once from ``seed`` and shared, so an image's
 result does not depend on which other images share its batch. ``init`` adds per-image warm-start
@@ -203,6 +206,7 @@ def align(
     levels: tuple[int, ...] = (8, 4, 4),
     pose_net=None,
     top_k: int = 2,
+    turns: int = 1,
     init: torch.Tensor | None = None,
     patience: int | None = None,
     polish: int = 0,
@@ -246,7 +250,7 @@ def align(
         best = _Best(xb, family.n_params)
         if method == "stn":
             with torch.no_grad():
-                score_candidates(avae, xb, pose_net.predict(xb.to(net_device), 1), best)
+                score_candidates(avae, xb, pose_net.predict(xb.to(net_device), 1, turns), best)
             identity = torch.full((xb.shape[0],), float("nan"), device=xb.device, dtype=xb.dtype)
         else:
             identity = score_candidates(avae, xb, shared, best)[:, 0]
@@ -254,7 +258,7 @@ def align(
                 _coarse_to_fine(avae, xb, levels, best)
             elif method == "amortized":
                 with torch.no_grad():
-                    score_candidates(avae, xb, pose_net.predict(xb.to(net_device), top_k), best)
+                    score_candidates(avae, xb, pose_net.predict(xb.to(net_device), top_k, turns), best)
             if init is not None:
                 score_candidates(avae, xb, init[start : start + batch_size].unsqueeze(1), best)
             _polish(avae, xb, best, polish)

@@ -39,7 +39,7 @@ def describe_options(options: dict) -> dict:
     import inspect
 
     defaults = {name: p.default for name, p in inspect.signature(align).parameters.items()
-                if name in ("method", "restarts", "steps", "lr", "grid", "levels", "top_k", "patience", "polish")}
+                if name in ("method", "restarts", "steps", "lr", "grid", "levels", "top_k", "turns", "patience", "polish")}
     described = {**defaults, **options}
     if "pose_net" in described:
         described["pose_net"] = f"pose network for '{described['pose_net'].family.name}'"
