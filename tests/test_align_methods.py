@@ -179,6 +179,26 @@ def test_pose_net_pooled_over_quarter_turns_is_exactly_equivariant():
     assert torch.equal(net.predict(x, 1, turns=1), net.predict(x, 1))
 
 
+def test_soft_sector_targets_spread_credit_to_neighbours_and_narrow_to_the_hard_target():
+    """label_sigma: a logit mass on the sector beside the target costs less than with one-hot
+    targets; a tiny sigma gives the hard cross-entropy back; a negative one is refused."""
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 40, 40)
+    target = torch.full((4, 1), 2 * torch.pi / 36 * 5.9)  # near the border of sectors 5 and 6
+    hard, soft, tiny = (PoseNet(PoseNetConfig(label_sigma=s)) for s in (0.0, 10.0, 0.5))
+    for net in (soft, tiny):
+        net.load_state_dict(hard.state_dict())
+    with torch.no_grad():
+        hard.angle_logits.bias.zero_()[6] = 8.0  # confident in the neighbour of the target's sector
+        for net in (soft, tiny):
+            net.angle_logits.bias.copy_(hard.angle_logits.bias)
+        assert (soft.loss(x, target) < hard.loss(x, target) - 1.0).all()
+        target[:] = 2 * torch.pi / 36 * 5.5  # a sector centre: the tiny spread is one sector
+        assert torch.allclose(tiny.loss(x, target), hard.loss(x, target), atol=1e-4)
+    with pytest.raises(AvaeError, match="label_sigma"):
+        PoseNetConfig(label_sigma=-1.0).validate()
+
+
 def test_pose_net_turns_are_refused_where_a_quarter_turn_is_not_a_shift_of_the_angle(vae, turned):
     with pytest.raises(AvaeError, match="turns must be 1, 2 or 4"):
         PoseNet().predict(turned, 1, turns=3)
