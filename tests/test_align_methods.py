@@ -147,17 +147,27 @@ def upright_vae_search(turned_test_digits):
     return model, net, align(model, turned_test_digits, "rotation", restarts=30, steps=20).pose[:, 0]
 
 
-def test_shipped_pose_net_predicts_the_rotation_the_full_search_finds(upright_vae_search, turned_test_digits):
-    """The upright VAE's pose network, alone (top-1, no scoring), against the paper search's angle.
+def test_shipped_pose_net_predicts_the_rotation_the_full_search_finds(mnist_test_dir):
+    """Issue 5: the upright VAE's pose network alone (no scoring by the model) puts its angle within
+    15 degrees of the paper search's for at least 90 % of rotated asymmetric test digits, when pooled
+    over the image's four quarter turns; its single view falls just short.
 
-    Issue 5 asks for 90 % within 15 degrees; this net reaches 90.0 % on these 80 digits but 86.5 %
-    on 200 (benchmarks/results/pose_net_agreement.md), so the test guards 85 %: not met yet.
-    Its misses are mostly "6" read as "9" (180 degrees off: the VAE reconstructs both) and 4s and 5s.
-    """
-    model, net, search = upright_vae_search
+    The digits are the benchmark's 1,000 (benchmarks/results/pose_net_agreement.md: 90.5 % pooled,
+    89.0 % single view; the paper search with another seed agrees with itself on 89.9 %), because
+    on 80 digits the share moves by +-7 points from one sample to the next. About a minute."""
+    data = load("mnist", "test", data_dir=mnist_test_dir, seed=0)
+    keep = torch.isin(data.labels, torch.tensor(ASYMMETRIC))
+    x = rotated(data.images[keep][:1000], seed=1)[0]
+    path = checkpoint.pretrained("vae-L8")
+    model = checkpoint.load(path)
+    net = checkpoint.load(path / "pose-net-rotation.pt", expect="pose-net")
+    search = align(model, x, "rotation", restarts=30, steps=20).pose[:, 0]
     with torch.no_grad():
-        predicted = net.predict(turned_test_digits, 1)[:, 0, 0]
-    assert (_angle_gap_degrees(predicted, search) <= 15).float().mean() >= 0.85
+        alone = (_angle_gap_degrees(net.predict(x, 1)[:, 0, 0], search) <= 15).float().mean()
+        pooled = (_angle_gap_degrees(net.predict(x, 1, turns=4)[:, 0, 0], search) <= 15).float().mean()
+    print(f"single view {alone:.3f}, pooled over quarter turns {pooled:.3f}")
+    assert pooled >= 0.90
+    assert alone >= 0.87
 
 
 def test_pose_net_pooled_over_quarter_turns_is_exactly_equivariant():
@@ -209,7 +219,7 @@ def test_pose_net_turns_are_refused_where_a_quarter_turn_is_not_a_shift_of_the_a
 def test_amortized_alignment_lands_where_the_full_search_does(upright_vae_search, turned_test_digits):
     """The network's top 3 guesses and the identity, scored by the model in one pass (no gradient
     steps): within 15 degrees of the paper search's angle for at least 90 % of the digits (91.2 %
-    here, 91.5 % on the benchmark's 200), where the network's top guess alone falls short."""
+    here, 94.0 % on the benchmark's 1,000)."""
     model, net, search = upright_vae_search
     found = align(model, turned_test_digits, "rotation", method="amortized", pose_net=net, top_k=3, steps=0)
     assert (_angle_gap_degrees(found.pose[:, 0], search) <= 15).float().mean() >= 0.90
