@@ -24,17 +24,13 @@ import math
 import torch
 
 from avae.align import align, score_candidates
-from avae.data import load, rotated
+from avae.data import ASYMMETRIC_DIGITS, load, rotated
 from avae.models.affine_vae import AffineVAE
 from avae.train import checkpoint
+from avae.transforms import angle_gap_degrees
 from common import base_parser, parse, write_results
 
-ASYMMETRIC = (2, 3, 4, 5, 6, 7, 9)
 MARGINS = ((-math.inf, 1.0, "margin <= 1 nat"), (1.0, 4.0, "margin 1-4 nats"), (4.0, math.inf, "margin > 4 nats"))
-
-
-def gap_degrees(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.rad2deg(torch.remainder(a - b + math.pi, 2 * math.pi) - math.pi).abs()
 
 
 def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -49,7 +45,7 @@ def margin_to_second_orientation(model, x: torch.Tensor, angle: torch.Tensor, lo
     """Per image: lowest loss more than 30 degrees from ``angle`` (2-degree grid) minus ``loss``."""
     grid = torch.deg2rad(torch.arange(0.0, 360.0, 2.0))
     losses = score_candidates(AffineVAE(model, "rotation"), x, grid[:, None])
-    far = gap_degrees(grid[None, :], angle[:, None]) > 30
+    far = angle_gap_degrees(grid[None, :], angle[:, None]) > 30
     return torch.where(far, losses, torch.full_like(losses, math.inf)).min(1).values - loss
 
 
@@ -58,7 +54,7 @@ def main() -> None:
     p.set_defaults(images=1000)
     args = parse(p)
     data = load("mnist", "test", data_dir=args.data_dir, seed=args.seed)
-    keep = torch.isin(data.labels, torch.tensor(ASYMMETRIC))
+    keep = torch.isin(data.labels, torch.tensor(ASYMMETRIC_DIGITS))
     labels = data.labels[keep][: args.images]
     x = rotated(data.images[keep][: args.images], seed=args.seed + 1)[0]
     rows = []
@@ -81,20 +77,20 @@ def main() -> None:
                               ("amortized: identity + top-2", amortized[2]),
                               ("amortized: identity + top-3", amortized[3]),
                               ("paper search, another seed", again), ("dense search (36,4,4 + 20 steps)", dense)):
-            gap = gap_degrees(angle, search)
+            gap = angle_gap_degrees(angle, search)
             hits = int((gap <= 15).sum())
             low, high = wilson(hits, len(gap))
             row = {"model": name, "angle from": method, "digits": len(labels),
                    "within 15 deg": f"{100 * hits / len(gap):.1f} %", "95 % interval": f"{low:.1f}-{high:.1f} %",
                    "within 30 deg": f"{100 * (gap <= 30).float().mean():.1f} %",
-                   "within 15 deg of the dense search": f"{100 * (gap_degrees(angle, dense) <= 15).float().mean():.1f} %"}
+                   "within 15 deg of the dense search": f"{100 * (angle_gap_degrees(angle, dense) <= 15).float().mean():.1f} %"}
             for lo, hi, label in MARGINS:
                 band = (margin > lo) & (margin <= hi)
                 row[f"{label} (15 deg)"] = f"{100 * (gap[band] <= 15).float().mean():.1f} % of {int(band.sum())}"
-            row.update({f"class {c} (15 deg)": f"{100 * (gap[labels == c] <= 15).float().mean():.0f} %" for c in ASYMMETRIC})
+            row.update({f"class {c} (15 deg)": f"{100 * (gap[labels == c] <= 15).float().mean():.0f} %" for c in ASYMMETRIC_DIGITS})
             rows.append(row)
     write_results("pose_net_agreement", rows, args.out, "Pose network vs paper search: agreement on the angle",
-                  {"data": data.describe(), "classes": list(ASYMMETRIC), "seed": args.seed,
+                  {"data": data.describe(), "classes": list(ASYMMETRIC_DIGITS), "seed": args.seed,
                    "margin": "lowest loss more than 30 deg from the paper search's angle (2-deg grid) minus its loss"})
 
 

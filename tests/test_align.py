@@ -4,15 +4,12 @@ import pytest
 import torch
 
 from avae.align import align, candidate_poses
-from avae.data import load, rotated
+from avae.data import ASYMMETRIC_DIGITS, load, rotated
 from avae.errors import AvaeError
 from avae.evaluate import oracle_loss
 from avae.models import VAE, VAEConfig
 from avae.models.affine_vae import AffineVAE
 from avae.train import checkpoint
-
-# Digits whose shape is not (nearly) symmetric under rotation.
-ASYMMETRIC = (2, 3, 4, 5, 6, 7, 9)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +78,7 @@ def test_poses_of_one_digit_rotated_twice_differ_by_the_rotation(vae, held_out):
     """Align a digit rotated by a and by b: the found poses must differ by b - a (mod 360) within
     10 degrees for at least 90 % of asymmetric digits (poses, not the true inverse, are compared
     because alignment may also straighten a digit's natural slant)."""
-    keep = torch.isin(held_out.labels, torch.tensor(ASYMMETRIC))
+    keep = torch.isin(held_out.labels, torch.tensor(ASYMMETRIC_DIGITS))
     x = held_out.images[keep][:60]
     a, b = 40.0, 150.0
     xa, _ = rotated(x, a)

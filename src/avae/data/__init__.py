@@ -12,10 +12,11 @@ Named datasets are listed in :data:`DATASETS`; any other name is a path to an ID
 from avae.data.color import COLOR_NAMES, ColorMNIST, color_mnist
 from avae.data.download import download_mnist
 from avae.data.idx import read_idx, write_idx
-from avae.data.perturb import Perturbation, random_affine, rotated
+from avae.data.perturb import ASYMMETRIC_DIGITS, Perturbation, random_affine, rotated
 from avae.data.sources import DATASETS, Dataset, load
 
 __all__ = [
+    "ASYMMETRIC_DIGITS",
     "COLOR_NAMES",
     "ColorMNIST",
     "DATASETS",

@@ -44,6 +44,11 @@ def _param_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype if x.is_floating_point() else torch.float32
 
 
+# Digit classes whose rotations are told apart by their shape: 0, 1 and 8 look alike turned by 180
+# degrees, so a found angle for them is right up to a half turn. Rotation experiments score on these.
+ASYMMETRIC_DIGITS = (2, 3, 4, 5, 6, 7, 9)
+
+
 def rotated(data, degrees=None, *, seed: int = 0):
     """Rotate every image counter-clockwise.
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from avae.errors import AvaeError
-from avae.transforms import POSE_FAMILIES, pose_family
+from avae.transforms import POSE_FAMILIES, pose_family, wrap_angle
 
 
 @dataclass
@@ -92,7 +92,7 @@ class PoseNet(nn.Module):
         top = log_p.topk(k, dim=1).indices  # (N, k)
         offset = offsets.gather(1, top)
         angle = (top.to(offset.dtype) + 0.5 + offset) * self.bin_width
-        angle = torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
+        angle = wrap_angle(angle)
         return torch.cat([angle.unsqueeze(-1), others.unsqueeze(1).expand(-1, k, -1)], -1)
 
     def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -104,7 +104,7 @@ class PoseNet(nn.Module):
         if self.config.label_sigma > 0:
             # neighbouring sectors share the credit: an angle near a border is not "wrong" one sector over
             centres = (torch.arange(self.config.bins, device=x.device, dtype=target.dtype) + 0.5) * self.bin_width
-            gap = torch.remainder(centres[None] - target[:, :1] + math.pi, 2 * math.pi) - math.pi
+            gap = wrap_angle(centres[None] - target[:, :1])
             soft = torch.softmax(-0.5 * (gap / math.radians(self.config.label_sigma)) ** 2, dim=1)
             ce = -(soft * out["logits"].log_softmax(1)).sum(1)
         else:

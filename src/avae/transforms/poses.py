@@ -28,6 +28,16 @@ def _rotation(theta: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], -2)
 
 
+def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
+    """Angles (radians, any shape) brought into [-pi, pi)."""
+    return torch.remainder(theta + math.pi, 2 * math.pi) - math.pi
+
+
+def angle_gap_degrees(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """How far apart two angles (radians) are around the circle, in degrees, in [0, 180]."""
+    return torch.rad2deg(wrap_angle(a - b)).abs()
+
+
 def homogeneous(m: torch.Tensor) -> torch.Tensor:
     """(N, 2, 3) -> (N, 3, 3), so that poses compose by matrix product."""
     return torch.cat([m, torch.tensor([0.0, 0.0, 1.0], device=m.device, dtype=m.dtype).expand(m.shape[0], 1, 3)], 1)

@@ -17,7 +17,6 @@ amortized alignment with the top 2 and 3 guesses. Appends one JSON line to ``--r
 """
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -25,15 +24,11 @@ import torch
 
 from avae.align import align
 from avae.align.amortized import train_pose_net
-from avae.data import load, random_affine, rotated
+from avae.data import ASYMMETRIC_DIGITS, load, random_affine, rotated
 from avae.train import checkpoint
+from avae.transforms import angle_gap_degrees
 
-ASYMMETRIC = (2, 3, 4, 5, 6, 7, 9)
 DENSE = {"method": "coarse-to-fine", "levels": (36, 4, 4), "steps": 20, "lr": 0.01}
-
-
-def gap_degrees(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.rad2deg(torch.remainder(a - b + math.pi, 2 * math.pi) - math.pi).abs()
 
 
 def main() -> None:
@@ -68,7 +63,7 @@ def main() -> None:
     if args.save:
         checkpoint.save(net, args.save, training={"iterations": args.iterations, "variant": vars(args)})
     data = load("mnist", "test", data_dir=args.data_dir, limit=1000, seed=0)
-    keep = torch.isin(data.labels, torch.tensor(ASYMMETRIC))
+    keep = torch.isin(data.labels, torch.tensor(ASYMMETRIC_DIGITS))
     x = rotated(data.images[keep][:200], seed=1)[0]
     search = align(model, x, "rotation", restarts=30, steps=20, seed=0).pose[:, 0]
     with torch.no_grad():
@@ -76,10 +71,10 @@ def main() -> None:
     row = {"iterations": args.iterations, "width": args.width, "hidden": args.hidden, "jitter": args.jitter,
            "label_sigma": args.label_sigma, "canonical": args.canonical,
            "training seconds": round(seconds), "digits": len(x),
-           "top guess within 15 deg": round(float((gap_degrees(alone, search) <= 15).float().mean()), 3)}
+           "top guess within 15 deg": round(float((angle_gap_degrees(alone, search) <= 15).float().mean()), 3)}
     for k in (2, 3):
         found = align(model, x, "rotation", method="amortized", pose_net=net, top_k=k, steps=0).pose[:, 0]
-        row[f"amortized top-{k} within 15 deg"] = round(float((gap_degrees(found, search) <= 15).float().mean()), 3)
+        row[f"amortized top-{k} within 15 deg"] = round(float((angle_gap_degrees(found, search) <= 15).float().mean()), 3)
     with open(args.results, "a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row))
