@@ -15,7 +15,7 @@ again. Each experiment is a function of trained models and data that returns tid
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +56,13 @@ class ModelSpec:
     kind: str
     latent: int  # dimension of z
     prior: str = "none"  # prior on u (transformer models)
+    # which training run of this model: replicate k is trained with seed + k (same data and split)
+    replicate: int = 0
 
     @property
     def name(self) -> str:
-        return f"{self.kind}-z{self.latent}" + ("" if self.prior == "none" else f"-{self.prior}")
+        return (f"{self.kind}-z{self.latent}" + ("" if self.prior == "none" else f"-{self.prior}")
+                + (f"-rep{self.replicate}" if self.replicate else ""))
 
     @property
     def label(self) -> str:
@@ -109,6 +112,9 @@ class TransformerPreset:
     # Fig. 5 compares a model at a total only where its content latent z has this many dimensions: a
     # transformer spends dim u of the total on the pose, and with z = 2 it cannot hold a digit's identity
     min_content_latent: int = 8
+    # Fig. 5 trains each of its models this many times (training seeds seed, seed + 1, ...) and compares
+    # the means over these runs: one run's test error moves by about 2 nats with the training seed alone
+    fig5_replicates: int = 1
 
     def fig5_specs(self) -> list[ModelSpec]:
         specs = []
@@ -118,6 +124,10 @@ class TransformerPreset:
                 if latent >= max(1, self.min_content_latent):
                     specs.append(ModelSpec(kind, latent, prior))
         return specs
+
+    def fig5_replicate_specs(self) -> list[ModelSpec]:
+        """Every training run of every Fig. 5 model (replicate 0 is the model the other experiments use)."""
+        return [replace(s, replicate=k) for s in self.fig5_specs() for k in range(self.fig5_replicates)]
 
     def svm_specs(self) -> list[ModelSpec]:
         return [ModelSpec(kind, latent) for latent in self.svm_latents for kind in MAIN_KINDS]
@@ -135,7 +145,7 @@ class TransformerPreset:
             s for s in self.prior_specs() if s.prior != "none"]
 
     def all_specs(self) -> list[ModelSpec]:
-        specs = self.fig5_specs() + self.svm_specs() + self.scatter_specs() + self.prior_specs() + self.importance_specs()
+        specs = self.fig5_replicate_specs() + self.svm_specs() + self.scatter_specs() + self.prior_specs() + self.importance_specs()
         return list(dict.fromkeys(specs))
 
 
@@ -143,20 +153,24 @@ PRESETS = {
     # smoke test of the whole pipeline (same code path): 1,000 digits, 3 epochs; minutes on 2 cores
     "quick": TransformerPreset("quick", train_images=1000, epochs=3, totals=(14, 26), svm_latents=(8,), prior_latent=8,
                                test_images=1000, is_images=100, is_samples=50),
-    # all 4,500 embedded training digits and the whole test set, about an hour of training at 1 thread on a
-    # shared CPU; 80 epochs (at 40 the VAE was the furthest from converged); no total 8 in Fig. 5: no
-    # transformer has z >= 8 there (the affine ones start at 14, the TPS one at 26)
+    # all 4,500 embedded training digits and the whole test set, about two hours of training at 1 thread on
+    # a shared CPU (62 models: Fig. 5's 18 three times each); 80 epochs (at 40 the VAE was the furthest from
+    # converged); no total 8 in Fig. 5: no transformer has z >= 8 there (the affine ones start at 14, the
+    # TPS one at 26)
     "standard": TransformerPreset("standard", train_images=None, epochs=80, totals=(14, 20, 26, 38),
-                                  svm_latents=(8, 20), prior_latent=8, test_images=None, is_images=500, is_samples=500),
+                                  svm_latents=(8, 20), prior_latent=8, test_images=None, is_images=500, is_samples=500,
+                                  fig5_replicates=3),
 }
 
 
 # ----------------------------------------------------------------------------------- experiments
 def train_models(specs, train, val, out: Path, preset: TransformerPreset, seed: int = 0, progress: bool = True) -> dict:
-    """spec -> trained model, each in ``out/models/NAME`` (reused, or resumed, when already there)."""
+    """spec -> trained model, each in ``out/models/NAME`` (reused, or resumed, when already there),
+    trained with seed ``seed + spec.replicate``."""
     config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr, lr_schedule=preset.lr_schedule,
                          weight_decay=0.0, seed=seed)
-    return {s: fit(s.model, s.config(), train, val, config, Path(out) / "models" / s.name, resume=True, progress=progress)
+    return {s: fit(s.model, s.config(), train, val, replace(config, seed=seed + s.replicate), Path(out) / "models" / s.name,
+                   resume=True, progress=progress)
             for s in specs}
 
 
@@ -170,6 +184,27 @@ def reconstruction_rows(models: dict, test) -> list[dict]:
                      "dim z": spec.latent,
                      "dim u": spec.pose_dof, "total latent": spec.total, "nll": nll["mean"], "nll sem": nll["sem"],
                      "loss": loss["mean"], "loss sem": loss["sem"], "kl": terms["kl"].mean().item(), "n": nll["n"]})
+    return rows
+
+
+def replicated_reconstruction_rows(models: dict, test) -> list[dict]:
+    """:func:`reconstruction_rows` over the training runs of each model (specs that differ only in
+    ``replicate``): each digit's error is averaged over the runs, then mean ± s.e. over digits; the
+    mean of each run is kept in ``"nll replicates"`` (replicate order) to show the spread over seeds."""
+    runs = {}
+    for spec in models:
+        runs.setdefault(replace(spec, replicate=0), []).append(spec)
+    rows = []
+    for spec, replicates in runs.items():
+        replicates = sorted(replicates, key=lambda s: s.replicate)
+        terms = [per_image_loss(models[s], test) for s in replicates]
+        nll = mean_and_sem(torch.stack([t["nll"] for t in terms]).mean(0))
+        loss = mean_and_sem(torch.stack([t["loss"] for t in terms]).mean(0))
+        rows.append({"model": KINDS[spec.kind][0], "series": spec.series, "name": spec.name, "prior": spec.prior,
+                     "dim z": spec.latent, "dim u": spec.pose_dof, "total latent": spec.total,
+                     "nll": nll["mean"], "nll sem": nll["sem"], "loss": loss["mean"], "loss sem": loss["sem"],
+                     "kl": torch.stack([t["kl"] for t in terms]).mean().item(), "n": nll["n"],
+                     "replicates": len(replicates), "nll replicates": [t["nll"].mean().item() for t in terms]})
     return rows
 
 
@@ -288,7 +323,7 @@ def reproduce_transformer_vae(preset: TransformerPreset, out: Path, *, data_dir,
     models = train_models(preset.all_specs(), train, val, out, preset, seed=seed, progress=progress)
     train_seconds = {s.name: _training_seconds(out / "models" / s.name) for s in models}
 
-    fig5 = reconstruction_rows({s: models[s] for s in preset.fig5_specs()}, test)
+    fig5 = replicated_reconstruction_rows({s: models[s] for s in preset.fig5_replicate_specs()}, test)
     priors = [{**row, **pose_spread(models[s], test.images)}
               for s, row in zip(preset.prior_specs(), reconstruction_rows({s: models[s] for s in preset.prior_specs()}, test))]
     table1 = table1_rows({s: models[s] for s in preset.svm_specs()}, train, test, preset.svm_latents,
@@ -339,5 +374,5 @@ def _training_seconds(run_dir: Path) -> float:
 
 
 __all__ = ["ModelSpec", "TransformerPreset", "PRESETS", "KINDS", "FIG5_SERIES", "THESIS_TABLE1", "reproduce_transformer_vae",
-           "train_models", "reconstruction_rows", "convergence_rows", "pose_spread", "svm_rows", "table1_rows",
+           "train_models", "reconstruction_rows", "replicated_reconstruction_rows", "convergence_rows", "pose_spread", "svm_rows", "table1_rows",
            "importance_rows", "latent_means", "mean_pose"]
