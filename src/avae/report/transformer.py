@@ -217,8 +217,8 @@ SMALL_Z_RESULTS = ("at total 8 the z = 2 affine TVAE and affine DTVAE lost to th
 
 
 # the same comparisons after half the training (this preset at 40 epochs per model, same seed)
-FORTY_EPOCH_RESULTS = ("At 40 epochs per model (this preset's earlier setting, same seed and models) 12 of these 14 "
-                       "comparisons were better, 1 a tie (affine TVAE, z = 20, at total 26: -0.64 ± 0.51) and 1 worse "
+FORTY_EPOCH_RESULTS = ("At 40 epochs per model (this preset's earlier setting, one run per model, seed 0) 12 of these "
+                       "14 comparisons were better, 1 a tie (affine TVAE, z = 20, at total 26: -0.64 ± 0.51) and 1 worse "
                        "(affine TVAE, z = 8, at total 14: +1.13 ± 0.51); the VAE was then the furthest from converged: "
                        "training longer lowered its error the most on average (table below), so shorter training "
                        "flatters the transformer models.")
@@ -365,7 +365,7 @@ def _report(m: dict) -> str:
         f"\n![fig5]({Path(fig.get('fig5', 'fig5_reconstruction_vs_latent.png')).name})\n",
         f"Against the VAE at the same total latent size dim z + dim u: {count['yes']} of {len(verdicts)} comparisons "
         f"better by more than 2 standard errors, {count['tie']} within 2 standard errors, "
-        + (f"{count['mixed']} beyond 2 s.e. on average but not in every run, " if count["mixed"] else "")
+        + (f"{count['mixed']} beyond 2 s.e. on average with runs that disagree in sign, " if count["mixed"] else "")
         + f"{count['no']} worse:\n",
         markdown_table(verdicts),
         "\n" + _verdict_note(verdicts),
@@ -376,8 +376,9 @@ def _report(m: dict) -> str:
         parts += ["The affine TVAE with the diagonal prior on u against the same model without a prior (same z):\n",
                   markdown_table(with_prior), "\n" + _prior_comparison_note(with_prior)]
     convergence, convergence_note = _convergence(s["convergence"])
+    runs_note = f" (their seed-{m['seed']} runs)" if p.get("fig5_replicates", 1) > 1 else ""
     if convergence:
-        parts += ["How far from converged the Fig. 5 models are: reconstruction error on the "
+        parts += [f"How far from converged the Fig. 5 models are{runs_note}: reconstruction error on the "
                   f"{m['validation_data']['n_images']} validation digits (posterior-mean latents, as the training "
                   "loop logs it after each epoch) at half the epochs and at the end; a negative change over the last "
                   "epochs means the model was still improving when training stopped.\n",
