@@ -39,6 +39,8 @@ def methods(pose: str) -> dict[str, dict]:
     if pose == "rotation":
         table["coarse-to-fine 8,4,4, no steps"] = {"method": "coarse-to-fine", "levels": (8, 4, 4), "steps": 0}
     table["STN alone (pose net, no search)"] = {"method": "stn", "steps": 0}
+    if pose == "rotation":  # the net also sees the image turned by 90, 180, 270 degrees (four passes of it)
+        table["STN alone, pooled over 4 quarter turns"] = {"method": "stn", "steps": 0, "turns": 4}
     table["amortized: identity + top-2"] = {"method": "amortized", "top_k": 2, "steps": 0}
     if pose != "rotation":  # the affine nets' lower guesses still carry gain: more of them, instead of a polish
         table["amortized: identity + top-3"] = {"method": "amortized", "top_k": 3, "steps": 0}

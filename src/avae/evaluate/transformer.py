@@ -145,7 +145,8 @@ class TransformerPreset:
             s for s in self.prior_specs() if s.prior != "none"]
 
     def all_specs(self) -> list[ModelSpec]:
-        specs = self.fig5_replicate_specs() + self.svm_specs() + self.scatter_specs() + self.prior_specs() + self.importance_specs()
+        specs = (self.fig5_replicate_specs() + self.svm_specs() + self.scatter_specs() + self.prior_specs()
+                 + self.importance_specs())
         return list(dict.fromkeys(specs))
 
 
@@ -169,8 +170,8 @@ def train_models(specs, train, val, out: Path, preset: TransformerPreset, seed: 
     trained with seed ``seed + spec.replicate``."""
     config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr, lr_schedule=preset.lr_schedule,
                          weight_decay=0.0, seed=seed)
-    return {s: fit(s.model, s.config(), train, val, replace(config, seed=seed + s.replicate), Path(out) / "models" / s.name,
-                   resume=True, progress=progress)
+    return {s: fit(s.model, s.config(), train, val, replace(config, seed=seed + s.replicate),
+                   Path(out) / "models" / s.name, resume=True, progress=progress)
             for s in specs}
 
 
@@ -374,5 +375,6 @@ def _training_seconds(run_dir: Path) -> float:
 
 
 __all__ = ["ModelSpec", "TransformerPreset", "PRESETS", "KINDS", "FIG5_SERIES", "THESIS_TABLE1", "reproduce_transformer_vae",
-           "train_models", "reconstruction_rows", "replicated_reconstruction_rows", "convergence_rows", "pose_spread", "svm_rows", "table1_rows",
+           "train_models", "reconstruction_rows", "replicated_reconstruction_rows",
+           "convergence_rows", "pose_spread", "svm_rows", "table1_rows",
            "importance_rows", "latent_means", "mean_pose"]
