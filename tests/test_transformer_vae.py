@@ -293,3 +293,11 @@ def test_reproduce_transformer_vae_rejects_a_preset_it_lacks(tmp_path, mnist_tes
                  "--out", str(tmp_path / "r")]) == 2
     assert "transformer-vae has presets quick, standard" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_model_spec_parses_the_scripts_notation_and_names_bad_input():
+    assert experiments.ModelSpec.parse("tvae-affine:8:diagonal", 2) == experiments.ModelSpec("tvae-affine", 8, "diagonal", 2)
+    assert experiments.ModelSpec.parse("vae:14").name == "vae-z14"
+    for bad in ("vae", "vae:x", "tvae-affine:8:wide", "gan:8"):
+        with pytest.raises(AvaeError, match="expected KIND:Z"):
+            experiments.ModelSpec.parse(bad)

@@ -59,6 +59,16 @@ class ModelSpec:
     # which training run of this model: replicate k is trained with seed + k (same data and split)
     replicate: int = 0
 
+    @classmethod
+    def parse(cls, text: str, replicate: int = 0) -> ModelSpec:
+        """``KIND:Z[:PRIOR]`` (as the experiment scripts take them), e.g. ``tvae-affine:8:diagonal``."""
+        kind, _, rest = text.partition(":")
+        latent, _, prior = rest.partition(":")
+        if kind not in KINDS or not latent.isdigit() or (prior or "none") not in PRIOR_LABELS:
+            raise AvaeError(f"model {text!r}: expected KIND:Z[:PRIOR] with KIND one of {', '.join(KINDS)}, Z a "
+                            f"positive integer and PRIOR one of {', '.join(PRIOR_LABELS)}")
+        return cls(kind, int(latent), prior or "none", replicate)
+
     @property
     def name(self) -> str:
         return (f"{self.kind}-z{self.latent}" + ("" if self.prior == "none" else f"-{self.prior}")

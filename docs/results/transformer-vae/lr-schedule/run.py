@@ -36,10 +36,7 @@ def main() -> None:
     train = load("mnist-embedded", "train", seed=0, pad_to=None)
     val = load("mnist-embedded", "val", seed=0, pad_to=None)
     test = load("mnist", "test", data_dir=args.data_dir, seed=0, pad_to=None)
-    specs = []
-    for text in args.models:
-        kind, z, *prior = text.split(":")
-        specs.append(ModelSpec(kind, int(z), prior[0] if prior else "none"))
+    specs = [ModelSpec.parse(text) for text in args.models]
     models = train_models(specs, train, val, Path(args.out), preset, progress=False)
     with open(args.results, "a") as f:
         for row in reconstruction_rows(models, test):

@@ -47,10 +47,7 @@ def main() -> None:
         train = dataclasses.replace(train, images=torch.cat([train.images, extra.images]),
                                     labels=torch.cat([train.labels, extra.labels]),
                                     source=f"{train.source} + {test.source} (first {SD3_DIGITS})")
-    specs = []
-    for text in args.models:
-        kind, z, *prior = text.split(":")
-        specs += [ModelSpec(kind, int(z), prior[0] if prior else "none", k) for k in range(args.replicates)]
+    specs = [ModelSpec.parse(text, k) for text in args.models for k in range(args.replicates)]
     models = train_models(specs, train, val, Path(args.out), preset, progress=False)
     with open(args.results, "a") as f:
         for row in replicated_reconstruction_rows(models, held_out):
