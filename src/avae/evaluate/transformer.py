@@ -175,6 +175,15 @@ PRESETS = {
 
 
 # ----------------------------------------------------------------------------------- experiments
+def preset_data(preset: TransformerPreset, data_dir, seed: int = 0):
+    """(train, val, test) as the preset uses them: the embedded training digits (seed-``seed`` split)
+    and the MNIST test set in ``data_dir``, at the thesis's 28x28 (no padding, so the dense nets stay small)."""
+    train = load("mnist-embedded", "train", seed=seed, limit=preset.train_images, pad_to=None)
+    val = load("mnist-embedded", "val", seed=seed, pad_to=None)
+    test = load("mnist", "test", data_dir=data_dir, seed=seed, limit=preset.test_images, pad_to=None)
+    return train, val, test
+
+
 def train_models(specs, train, val, out: Path, preset: TransformerPreset, seed: int = 0, progress: bool = True) -> dict:
     """spec -> trained model, each in ``out/models/NAME`` (reused, or resumed, when already there),
     trained with seed ``seed + spec.replicate``."""
@@ -326,10 +335,7 @@ def reproduce_transformer_vae(preset: TransformerPreset, out: Path, *, data_dir,
     out = Path(out)
     began = time.perf_counter()
     torch.manual_seed(seed)
-    # the thesis's 28x28 digits (no padding): the dense nets stay small
-    train = load("mnist-embedded", "train", seed=seed, limit=preset.train_images, pad_to=None)
-    val = load("mnist-embedded", "val", seed=seed, pad_to=None)
-    test = load("mnist", "test", data_dir=data_dir, seed=seed, limit=preset.test_images, pad_to=None)
+    train, val, test = preset_data(preset, data_dir, seed)
     is_test = test.take(preset.is_images, seed=seed)
     models = train_models(preset.all_specs(), train, val, out, preset, seed=seed, progress=progress)
     train_seconds = {s.name: _training_seconds(out / "models" / s.name) for s in models}
@@ -385,6 +391,6 @@ def _training_seconds(run_dir: Path) -> float:
 
 
 __all__ = ["ModelSpec", "TransformerPreset", "PRESETS", "KINDS", "FIG5_SERIES", "THESIS_TABLE1", "reproduce_transformer_vae",
-           "train_models", "reconstruction_rows", "replicated_reconstruction_rows",
+           "preset_data", "train_models", "reconstruction_rows", "replicated_reconstruction_rows",
            "convergence_rows", "pose_spread", "svm_rows", "table1_rows",
            "importance_rows", "latent_means", "mean_pose"]

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from avae.data import load
-from avae.evaluate.transformer import PRESETS, ModelSpec, reconstruction_rows, train_models
+from avae.evaluate.transformer import PRESETS, ModelSpec, preset_data, reconstruction_rows, train_models
 
 
 def main() -> None:
@@ -33,9 +32,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     preset = dataclasses.replace(PRESETS["standard"], lr_schedule=args.lr_schedule, epochs=args.epochs)
-    train = load("mnist-embedded", "train", seed=0, pad_to=None)
-    val = load("mnist-embedded", "val", seed=0, pad_to=None)
-    test = load("mnist", "test", data_dir=args.data_dir, seed=0, pad_to=None)
+    train, val, test = preset_data(PRESETS["standard"], args.data_dir)
     specs = [ModelSpec.parse(text) for text in args.models]
     models = train_models(specs, train, val, Path(args.out), preset, progress=False)
     with open(args.results, "a") as f:

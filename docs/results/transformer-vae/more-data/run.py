@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from avae.data import load
-from avae.evaluate.transformer import PRESETS, ModelSpec, replicated_reconstruction_rows, train_models
+from avae.evaluate.transformer import (PRESETS, ModelSpec, preset_data, replicated_reconstruction_rows,
+                                       train_models)
 
 SD3_DIGITS = 5000  # the MNIST test set's first 5,000 digits (NIST SD-3); the rest are SD-1
 
@@ -38,9 +38,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     preset = PRESETS["standard"]
-    train = load("mnist-embedded", "train", seed=0, pad_to=None)
-    val = load("mnist-embedded", "val", seed=0, pad_to=None)
-    test = load("mnist", "test", data_dir=args.data_dir, seed=0, pad_to=None)
+    train, val, test = preset_data(PRESETS["standard"], args.data_dir)
     held_out = test.subset(slice(SD3_DIGITS, None))
     if args.data == "embedded+sd3":
         extra = test.subset(slice(0, SD3_DIGITS))
