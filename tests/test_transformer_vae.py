@@ -16,6 +16,7 @@ from avae.evaluate import transformer as experiments
 from avae.models import MODELS, VAE, VAEConfig
 from avae.models.transformer_vae import (DoubleTransformerVAE, DoubleTransformerVAEConfig, PoseLatent, TransformerVAE,
                                          TransformerVAEConfig, importance_sampled_bounds, make_transformer)
+from avae.report import transformer as experiments_report
 from avae.report.transformer import render_report
 from avae.train import checkpoint
 from avae.transforms.tps import control_grid, tps_unwarp, tps_warp
@@ -183,7 +184,7 @@ def test_bad_configs_are_one_line_errors():
 # 9 small models (totals of 8 leave no room for the TPS's 18 pose numbers in Fig. 5; it still trains for the rest)
 TINY = experiments.TransformerPreset("test", train_images=60, epochs=1, totals=(8,), svm_latents=(2,), prior_latent=2,
                                      test_images=60, is_images=8, is_samples=4, svm_folds=3, batch_size=60,
-                                     min_content_latent=2, fig5_replicates=2)
+                                     min_content_latent=2, replicates=2)
 
 
 @pytest.mark.parametrize("name", ["quick", "standard"])
@@ -267,16 +268,22 @@ def test_reproduce_transformer_vae_end_to_end(mnist_test_dir, tmp_path, monkeypa
     summary = metrics["summary"]
     assert {r["series"] for r in summary["reconstruction_vs_latent"]} == {"VAE", "affine TVAE", "affine DTVAE",
                                                                          "affine TVAE, diagonal prior"}
-    # 9 models, and a second training run of each of the 4 Fig. 5 models, whose means the rows keep
-    assert len(list((out / "models").iterdir())) == 9 + 4 and (out / "models" / "vae-z8-rep1").is_dir()
+    # 9 models, and a second training run of each of the 4 Fig. 5 models and of the 4 Table 1 models (two of
+    # them the same), whose means the rows keep
+    assert len(list((out / "models").iterdir())) == 9 + 4 + 2 and (out / "models" / "vae-z8-rep1").is_dir()
+    assert (out / "models" / "tvae-tps-z2-rep1").is_dir()
     assert all(len(r["nll replicates"]) == 2 for r in summary["reconstruction_vs_latent"])
+    assert all(0 < r["train nll"] < 1000 for r in summary["reconstruction_vs_latent"])
     assert [r["features"] for r in summary["table1"]][:2] == ["raw pixels", "PCA(2)"]
+    for r in summary["table1"][2:]:
+        assert r["runs"] == 2 and r["test accuracy"] == pytest.approx(sum(r["test accuracy runs"]) / 2)
     assert all(r["gap"] >= 0 and math.isfinite(r["log p(x)"]) for r in summary["importance_sampling"])
     report = (out / "report.md").read_text()
     assert "preset `test`" in report and "60 digits of the real MNIST test set" in report and "z only" in report
     assert "| affine TVAE, diagonal prior |" in report and "z >= 2" in report and "better with the prior?" in report
     assert len(summary["convergence"]) == len(TINY.fig5_specs()) and "How far from converged" in report
     assert "trained 2 times, with training seeds 0 to 1" in report and "difference in each run" in report
+    assert "± s.d. over 2 training runs" in report and "| test - training |" in report
     # re-rendering from the saved results alone gives the same report; running again reuses the models
     (out / "report.md").unlink()
     render_report(out)
@@ -301,3 +308,26 @@ def test_model_spec_parses_the_scripts_notation_and_names_bad_input():
     for bad in ("vae", "vae:x", "tvae-affine:8:wide", "gan:8"):
         with pytest.raises(AvaeError, match="expected KIND:Z"):
             experiments.ModelSpec.parse(bad)
+
+
+def test_table1_comparison_says_in_how_many_runs_the_order_holds():
+    def row(name, runs):
+        return {"features": f"{name}(8)", "size": 8, "test accuracy": sum(runs) / len(runs), "test accuracy sd": 1.0,
+                "runs": len(runs), "test accuracy runs": runs, "thesis test accuracy": "-"}
+    rows = [row("VAE", [85.0, 86.0, 90.0]), row("affine TVAE", [88.0, 87.0, 89.0]), row("affine DTVAE", [92.0, 93.0, 91.0])]
+    text = experiments_report.table1_comparison(rows)
+    # mean order DTVAE > TVAE > VAE; run 3 has the VAE above the TVAE
+    assert "affine DTVAE (92.00) > affine TVAE (88.00) > VAE (87.00) (the same order in 2 of 3 training runs)" in text
+    rows[2]["thesis test accuracy"] = 93.87
+    assert "**affine DTVAE(8)**: 92.00 ± 1.00 % here vs 93.87 %" in experiments_report.table1_comparison(rows)
+
+
+def test_generalisation_counts_wins_on_training_and_test_digits_separately():
+    def row(model, series, total, train, test):
+        return {"model": model, "series": series, "total latent": total, "dim z": total, "train nll": train, "nll": test}
+    rows = [row("VAE", "VAE", 14, 81.0, 91.5), row("affine TVAE", "affine TVAE", 14, 76.4, 92.8),
+            row("affine DTVAE", "affine DTVAE", 14, 71.4, 83.4)]
+    table, note = experiments_report._generalisation(rows)
+    assert [r["test - training"] for r in table] == ["+10.50", "+16.40", "+12.00"]
+    assert "On the training digits 2 of 2" in note and "on the test digits 1 of 2" in note
+    assert "does not carry over" in note
