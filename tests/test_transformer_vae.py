@@ -268,10 +268,12 @@ def test_reproduce_transformer_vae_end_to_end(mnist_test_dir, tmp_path, monkeypa
     summary = metrics["summary"]
     assert {r["series"] for r in summary["reconstruction_vs_latent"]} == {"VAE", "affine TVAE", "affine DTVAE",
                                                                          "affine TVAE, diagonal prior"}
-    # 9 models, and a second training run of each of the 4 Fig. 5 models and of the 4 Table 1 models (two of
-    # them the same), whose means the rows keep
-    assert len(list((out / "models").iterdir())) == 9 + 4 + 2 and (out / "models" / "vae-z8-rep1").is_dir()
-    assert (out / "models" / "tvae-tps-z2-rep1").is_dir()
+    # 9 models, and a second training run of each but the latent-scatter ones (4 of Fig. 5, 4 of Table 1, 6 of
+    # the priors, 7 of importance sampling, 9 distinct in all), whose means the rows keep
+    assert len(list((out / "models").iterdir())) == 9 + 9 and (out / "models" / "vae-z8-rep1").is_dir()
+    assert (out / "models" / "tvae-tps-z2-rep1").is_dir() and (out / "models" / "tvae-affine-z2-full-rep1").is_dir()
+    assert all(len(r["nll replicates"]) == 2 and r["pose std"] >= 0 for r in summary["priors"])
+    assert all(len(r["log p(x) replicates"]) == 2 for r in summary["importance_sampling"])
     assert all(len(r["nll replicates"]) == 2 for r in summary["reconstruction_vs_latent"])
     assert all(0 < r["train nll"] < 1000 for r in summary["reconstruction_vs_latent"])
     assert [r["features"] for r in summary["table1"]][:2] == ["raw pixels", "PCA(2)"]
@@ -284,6 +286,7 @@ def test_reproduce_transformer_vae_end_to_end(mnist_test_dir, tmp_path, monkeypa
     assert len(summary["convergence"]) == len(TINY.fig5_specs()) and "How far from converged" in report
     assert "trained 2 times, with training seeds 0 to 1" in report and "difference in each run" in report
     assert "± s.d. over 2 training runs" in report and "| test - training |" in report
+    assert "log p(x), each run |" in report and "reconstruction error, each run |" in report
     # re-rendering from the saved results alone gives the same report; running again reuses the models
     (out / "report.md").unlink()
     render_report(out)

@@ -122,9 +122,9 @@ class TransformerPreset:
     # Fig. 5 compares a model at a total only where its content latent z has this many dimensions: a
     # transformer spends dim u of the total on the pose, and with z = 2 it cannot hold a digit's identity
     min_content_latent: int = 8
-    # Fig. 5 and Table 1 train each of their models this many times (training seeds seed, seed + 1, ...)
-    # and compare the means over these runs: one run's test error moves by about 2 nats, and its SVM
-    # accuracy by about a point, with the training seed alone
+    # every model of Fig. 5, Table 1, the priors and importance sampling is trained this many times
+    # (training seeds seed, seed + 1, ...) and the tables compare means over the runs: one run's test error
+    # moves by about 2 nats, and its SVM accuracy by about a point, with the training seed alone
     replicates: int = 1
 
     def fig5_specs(self) -> list[ModelSpec]:
@@ -136,14 +136,12 @@ class TransformerPreset:
                     specs.append(ModelSpec(kind, latent, prior))
         return specs
 
-    def fig5_replicate_specs(self) -> list[ModelSpec]:
-        """Every training run of every Fig. 5 model (replicate 0 is the model the other experiments use)."""
-        return [replace(s, replicate=k) for s in self.fig5_specs() for k in range(self.replicates)]
+    def runs(self, specs) -> list[ModelSpec]:
+        """Every training run of ``specs`` (replicate 0 is the one the figures show)."""
+        return [replace(s, replicate=k) for s in specs for k in range(self.replicates)]
 
     def svm_specs(self) -> list[ModelSpec]:
-        """Every training run of every Table 1 model."""
-        return [ModelSpec(kind, latent, replicate=k) for latent in self.svm_latents for kind in MAIN_KINDS
-                for k in range(self.replicates)]
+        return [ModelSpec(kind, latent) for latent in self.svm_latents for kind in MAIN_KINDS]
 
     def scatter_specs(self) -> list[ModelSpec]:
         return [ModelSpec(kind, self.scatter_latent) for kind in MAIN_KINDS]
@@ -158,9 +156,8 @@ class TransformerPreset:
             s for s in self.prior_specs() if s.prior != "none"]
 
     def all_specs(self) -> list[ModelSpec]:
-        specs = (self.fig5_replicate_specs() + self.svm_specs() + self.scatter_specs() + self.prior_specs()
-                 + self.importance_specs())
-        return list(dict.fromkeys(specs))
+        specs = self.runs(self.fig5_specs() + self.svm_specs() + self.prior_specs() + self.importance_specs())
+        return list(dict.fromkeys(specs + self.scatter_specs()))
 
 
 PRESETS = {
@@ -168,7 +165,7 @@ PRESETS = {
     "quick": TransformerPreset("quick", train_images=1000, epochs=3, totals=(14, 26), svm_latents=(8,), prior_latent=8,
                                test_images=1000, is_images=100, is_samples=50),
     # all 4,500 embedded training digits and the whole test set, about two hours of training at 1 thread on
-    # a shared CPU (64 models: Fig. 5's 18 and Table 1's 8 three times each); 80 epochs (at 40 the VAE was the furthest from
+    # a shared CPU (70 models: all but the 4 of the latent scatter three times each); 80 epochs (at 40 the VAE was the furthest from
     # converged); no total 8 in Fig. 5: no transformer has z >= 8 there (the affine ones start at 14, the
     # TPS one at 26)
     "standard": TransformerPreset("standard", train_images=None, epochs=80, totals=(14, 20, 26, 38),
@@ -210,18 +207,31 @@ def reconstruction_rows(models: dict, test) -> list[dict]:
     return rows
 
 
+def group_runs(models: dict) -> dict:
+    """Specs that differ only in ``replicate`` grouped under their replicate-0 spec, in replicate order."""
+    runs = {}
+    for spec in sorted(models, key=lambda s: s.replicate):
+        runs.setdefault(replace(spec, replicate=0), []).append(spec)
+    return runs
+
+
+def prior_rows(models: dict, test) -> list[dict]:
+    """:func:`replicated_reconstruction_rows` with each model's :func:`pose_spread` (mean over runs)."""
+    rows = replicated_reconstruction_rows(models, test)
+    for row, replicates in zip(rows, group_runs(models).values()):
+        spreads = [pose_spread(models[s], test.images) for s in replicates]
+        row.update({k: float(np.mean([x[k] for x in spreads])) for k in spreads[0]})
+    return rows
+
+
 def replicated_reconstruction_rows(models: dict, test, train=None) -> list[dict]:
     """:func:`reconstruction_rows` over the training runs of each model (specs that differ only in
     ``replicate``): each digit's error is averaged over the runs, then mean ± s.e. over digits; the
     mean of each run is kept in ``"nll replicates"`` (replicate order) to show the spread over seeds.
     With ``train``, also the same error on those (training) digits, ``"train nll"``, averaged over runs:
     the gap between the two is how much a model over-fits its training set."""
-    runs = {}
-    for spec in models:
-        runs.setdefault(replace(spec, replicate=0), []).append(spec)
     rows = []
-    for spec, replicates in runs.items():
-        replicates = sorted(replicates, key=lambda s: s.replicate)
+    for spec, replicates in group_runs(models).items():
         terms = [per_image_loss(models[s], test) for s in replicates]
         nll = mean_and_sem(torch.stack([t["nll"] for t in terms]).mean(0))
         loss = mean_and_sem(torch.stack([t["loss"] for t in terms]).mean(0))
@@ -313,12 +323,10 @@ def table1_rows(models: dict, train, test, latents, *, folds: int = 9, seed: int
         for d in latents:
             rows += [{"size": d, **_mean_over_runs([r])}
                      for r in svm_rows({f"PCA({d})": raw}, y_train, y_test, folds=folds, seed=seed, pca=d)]
-            runs = {}
-            for s in sorted((s for s in models if s.latent == d and s.prior == "none"), key=lambda s: s.replicate):
-                runs.setdefault(f"{KINDS[s.kind][0]}({d})", []).append(models[s])
-            for label, replicates in runs.items():
-                per_run = [svm_rows({label: (latent_means(m, train.images), latent_means(m, test.images))},
-                                    y_train, y_test, folds=folds, seed=seed)[0] for m in replicates]
+            for spec, replicates in group_runs({s: m for s, m in models.items() if s.latent == d and s.prior == "none"}).items():
+                label = f"{KINDS[spec.kind][0]}({d})"
+                per_run = [svm_rows({label: (latent_means(models[s], train.images), latent_means(models[s], test.images))},
+                                    y_train, y_test, folds=folds, seed=seed)[0] for s in replicates]
                 rows.append({"size": d, **_mean_over_runs(per_run)})
     for r in rows:
         model = r["features"].split("(")[0]
@@ -337,15 +345,18 @@ def _mean_over_runs(rows: list[dict]) -> dict:
 
 def importance_rows(models: dict, test, *, samples: int, seed: int = 0) -> list[dict]:
     """Per model: log p(x) by importance sampling with ``samples`` draws from q, the ELBO on the same
-    draws, and their gap, per test digit (nats), mean ± s.e."""
+    draws, and their gap, per test digit (nats; each averaged over the model's training runs), mean ±
+    s.e. over digits; each run's mean log p(x) in ``"log p(x) replicates"``."""
     rows = []
-    for spec, model in models.items():
+    for spec, replicates in group_runs(models).items():
         began = time.perf_counter()
-        bounds = importance_sampled_bounds(model, test.images, samples, seed=seed)
-        lp, elbo, gap = (mean_and_sem(v) for v in (bounds["log_px"], bounds["elbo"], bounds["log_px"] - bounds["elbo"]))
+        bounds = [importance_sampled_bounds(models[s], test.images, samples, seed=seed) for s in replicates]
+        log_px, elbo = (torch.stack([b[k] for b in bounds]).mean(0) for k in ("log_px", "elbo"))
+        lp, el, gap = (mean_and_sem(v) for v in (log_px, elbo, log_px - elbo))
         rows.append({"model": spec.label, "name": spec.name, "prior on u": spec.prior if spec.kind != "vae" else "-",
-                     "log p(x)": lp["mean"], "log p(x) sem": lp["sem"], "ELBO": elbo["mean"], "ELBO sem": elbo["sem"],
+                     "log p(x)": lp["mean"], "log p(x) sem": lp["sem"], "ELBO": el["mean"], "ELBO sem": el["sem"],
                      "gap": gap["mean"], "gap sem": gap["sem"], "samples": samples, "n": lp["n"],
+                     "replicates": len(replicates), "log p(x) replicates": [b["log_px"].mean().item() for b in bounds],
                      "seconds": time.perf_counter() - began})
     return rows
 
@@ -365,13 +376,13 @@ def reproduce_transformer_vae(preset: TransformerPreset, out: Path, *, data_dir,
     models = train_models(preset.all_specs(), train, val, out, preset, seed=seed, progress=progress)
     train_seconds = {s.name: _training_seconds(out / "models" / s.name) for s in models}
 
-    fig5 = replicated_reconstruction_rows({s: models[s] for s in preset.fig5_replicate_specs()}, test, train)
-    priors = [{**row, **pose_spread(models[s], test.images)}
-              for s, row in zip(preset.prior_specs(), reconstruction_rows({s: models[s] for s in preset.prior_specs()}, test))]
-    table1 = table1_rows({s: models[s] for s in preset.svm_specs()}, train, test, preset.svm_latents,
-                         folds=preset.svm_folds, seed=seed)
-    importance = importance_rows({s: models[s] for s in preset.importance_specs()}, is_test,
-                                 samples=preset.is_samples, seed=seed)
+    def runs(specs):
+        return {s: models[s] for s in preset.runs(specs)}
+
+    fig5 = replicated_reconstruction_rows(runs(preset.fig5_specs()), test, train)
+    priors = prior_rows(runs(preset.prior_specs()), test)
+    table1 = table1_rows(runs(preset.svm_specs()), train, test, preset.svm_latents, folds=preset.svm_folds, seed=seed)
+    importance = importance_rows(runs(preset.importance_specs()), is_test, samples=preset.is_samples, seed=seed)
     convergence = convergence_rows(preset.fig5_specs(), out)
     for name, rows in (("reconstruction_vs_latent", fig5), ("priors", priors), ("table1_svm", table1),
                        ("importance_sampling", importance), ("convergence", convergence)):
@@ -417,5 +428,5 @@ def _training_seconds(run_dir: Path) -> float:
 
 __all__ = ["ModelSpec", "TransformerPreset", "PRESETS", "KINDS", "FIG5_SERIES", "THESIS_TABLE1", "reproduce_transformer_vae",
            "preset_data", "train_models", "reconstruction_rows", "replicated_reconstruction_rows",
-           "convergence_rows", "pose_spread", "svm_rows", "table1_rows",
+           "convergence_rows", "pose_spread", "svm_rows", "table1_rows", "group_runs", "prior_rows",
            "importance_rows", "latent_means", "mean_pose"]

@@ -248,8 +248,8 @@ def _replicates_note(p: dict, seed: int, rows: list[dict]) -> str:
             "VAE only if the mean difference is beyond 2 s.e. and run k of the model beats run k of the VAE for "
             f"every k. The seed alone moves a model's error: its runs span {spread[0]:.2f} to {spread[-1]:.2f} nats "
             f"(median {spread[len(spread) // 2]:.2f}; the s.e. over digits is about "
-            f"{sum(r['nll sem'] for r in rows) / len(rows):.2f}). Table 1 averages its models' {runs} runs the same way; "
-            f"the other experiments use the seed-{seed} run.")
+            f"{sum(r['nll sem'] for r in rows) / len(rows):.2f}). Table 1, importance sampling and the priors average "
+            f"their models' {runs} runs the same way; the figures show the seed-{seed} run.")
 
 
 def _generalisation(rows: list[dict]) -> tuple[list[dict], str]:
@@ -302,6 +302,12 @@ def _fig5_table(rows: list[dict]) -> list[dict]:
             line[k] = f"{_pm(hit[0]['nll'], hit[0]['nll sem'])} (z={hit[0]['dim z']})" if hit else "-"
         table.append(line)
     return table
+
+
+def _each_run(r: dict, key: str, label: str | None = None) -> dict:
+    """A column with each training run's mean of ``key``, for rows averaged over several runs."""
+    runs = r.get(f"{key} replicates", [])
+    return {f"{label or key}, each run": " / ".join(f"{v:.2f}" for v in runs)} if len(runs) > 1 else {}
 
 
 def _accuracy(r: dict) -> str:
@@ -375,11 +381,12 @@ def _report(m: dict) -> str:
            _pm(r["cv accuracy"], r["cv std"]), test_header: _accuracy(r),
            "thesis test accuracy %": r["thesis test accuracy"]} for r in s["table1"]]
     imp = [{"model": r["model"], "log p(x) (IS)": _pm(r["log p(x)"], r["log p(x) sem"]), "ELBO": _pm(r["ELBO"], r["ELBO sem"]),
-            "gap": _pm(r["gap"], r["gap sem"])} for r in s["importance_sampling"]]
+            "gap": _pm(r["gap"], r["gap sem"]), **_each_run(r, "log p(x)")} for r in s["importance_sampling"]]
     pri = [{"model": f"{r['model']} (z={r['dim z']})", "prior on u": r["prior"], "dim u": r["dim u"],
             "reconstruction error": _pm(r["nll"], r["nll sem"]), "loss (nll + KL)": _pm(r["loss"], r["loss sem"]),
             "KL (z + u)": f"{r['kl']:.2f}", "pose std (test)": f"{r['pose std']:.3f}",
-            "prior std": "-" if math.isnan(r["prior std"]) else f"{r['prior std']:.3f}"} for r in s["priors"]]
+            "prior std": "-" if math.isnan(r["prior std"]) else f"{r['prior std']:.3f}",
+            **_each_run(r, "nll", "reconstruction error")} for r in s["priors"]]
     fig = s["figures"]
     total_train = sum(s["training_seconds"].values())
     parts = [
@@ -446,6 +453,7 @@ def _report(m: dict) -> str:
         table1_comparison(s["table1"]),
         "## Section VI.i: importance-sampled log-likelihood vs ELBO\n",
         f"{p['is_samples']} samples from q per digit, {is_data['n_images']:,} test digits (seed {m['seed']}); "
+        + (f"each digit's numbers averaged over the model's {runs} training runs; " if runs > 1 else "") +
         "log p(x) is the log-mean-exp of the importance weights p(x, z, u) / q(z, u | x), the ELBO their mean on "
         "the same draws, so the gap is never negative. For models without a prior on u, u is a point estimate, "
         "not a latent: their number is log p(x | u(x)), and their pose costs no nats, which flatters them against "
@@ -456,7 +464,9 @@ def _report(m: dict) -> str:
         "none: u deterministic; diagonal: q(u|x) normal, prior normal with a learned mean and variance per pose "
         "parameter (eq. 7); on the 5-dof reparametrisation (rotation, log x-scale, log y-scale, x- and "
         "y-translation) for the 5-dof TVAE; full: u ~ N(0, I) with dim u = degrees of freedom, pose = W u + b "
-        f"(a full-covariance normal prior on the pose). {test['n_images']:,} test digits. Pose std: standard deviation "
+        f"(a full-covariance normal prior on the pose). {test['n_images']:,} test digits"
+        + (f"; each model trained {runs} times, errors averaged per digit over the runs and pose statistics over "
+           "runs" if runs > 1 else "") + ". Pose std: standard deviation "
         "of the posterior-mean poses over the test digits; prior std: the prior's standard deviation; both averaged "
         "over the pose parameters (matrix entries, angles in radians, log-scales, translations in half image "
         "widths, TPS offsets).\n",
