@@ -165,9 +165,9 @@ PRESETS = {
     "quick": TransformerPreset("quick", train_images=1000, epochs=3, totals=(14, 26), svm_latents=(8,), prior_latent=8,
                                test_images=1000, is_images=100, is_samples=50),
     # all 4,500 embedded training digits and the whole test set, about two hours of training at 1 thread on
-    # a shared CPU (70 models: all but the 4 of the latent scatter three times each); 80 epochs (at 40 the VAE was the furthest from
-    # converged); no total 8 in Fig. 5: no transformer has z >= 8 there (the affine ones start at 14, the
-    # TPS one at 26)
+    # a shared CPU (70 models: every one but the 4 of the latent scatter three times); 80 epochs (at 40 the
+    # VAE was the furthest from converged); no total 8 in Fig. 5: no transformer has z >= 8 there (the
+    # affine ones start at 14, the TPS one at 26)
     "standard": TransformerPreset("standard", train_images=None, epochs=80, totals=(14, 20, 26, 38),
                                   svm_latents=(8, 20), prior_latent=8, test_images=None, is_images=500, is_samples=500,
                                   replicates=3),

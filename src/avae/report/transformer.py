@@ -333,12 +333,11 @@ def table1_comparison(rows: list[dict]) -> str:
         if None in named.values():
             continue
         order = sorted(named, key=lambda k: -named[k]["test accuracy"])
-        runs = [r.get("test accuracy runs", [r["test accuracy"]]) for r in named.values()]
+        n_runs = min(len(r.get("test accuracy runs", [])) for r in named.values())
         agree = ""
-        if min(len(x) for x in runs) > 1:
-            per_run = [sorted(named, key=lambda k: -named[k]["test accuracy runs"][i]) for i in range(min(len(x) for x in runs))]
-            same = sum(o == order for o in per_run)
-            agree = f" (the same order in {same} of {len(per_run)} training runs)"
+        if n_runs > 1:
+            same = sum(sorted(named, key=lambda k: -named[k]["test accuracy runs"][i]) == order for i in range(n_runs))
+            agree = f" (the same order in {same} of {n_runs} training runs)"
         lines.append(f"- Size {d}, order here: " + " > ".join(f"{k} ({named[k]['test accuracy']:.2f})" for k in order)
                      + agree + (". The thesis has affine DTVAE > affine TVAE > VAE at size 8." if d == 8 else "."))
     return "\n".join(lines) + "\n"
