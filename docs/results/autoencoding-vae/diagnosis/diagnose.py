@@ -9,7 +9,9 @@ the library's model does not have, to test the released code's choices:
 * ``--noise var``: sample z = mu + eps * variance, as the released JAX code does (ours: the s.d.);
 * ``--recolor 1``: draw every digit's colour afresh for each batch, as the released data iterator does.
 
-Appends one JSON line per run to ``--results``. Example:
+Appends one JSON line per evaluation to ``--results``: at ``--steps``, and also at every step count
+in ``--eval-at`` (a training-length curve from one run; the evaluations leave the training
+trajectory unchanged, the random state is restored after each). Example:
 
     python docs/results/autoencoding-vae/diagnosis/diagnose.py --variant AVAE --steps 3000 --lr 1e-3
 """
@@ -41,6 +43,7 @@ def main() -> None:
     p.add_argument("--data-dir", default="/work/shared/data/mnist")
     p.add_argument("--results", default="results.jsonl")
     p.add_argument("--save", default="", help="save the trained state dict here")
+    p.add_argument("--eval-at", default="", help="comma-separated step counts to evaluate at before --steps")
     a = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
@@ -65,7 +68,27 @@ def main() -> None:
             total = total + config.se_weight * model.smoothness_penalty(x, mu, logvar)
         return total
 
-    began, step = time.perf_counter(), 0
+    def evaluate(step: int, seconds: float) -> None:
+        rng = torch.get_rng_state()
+        model.eval().requires_grad_(False)
+        usage = latent_usage(model, test.images)
+        digit = EncoderClassifier(model, linear_probe(encoder_means(model, train.images), train.labels))
+        row = {**vars(a), "steps": step, "seconds": round(seconds, 1), "kl": round(usage["kl"]["mean"], 1),
+               "active_dims": usage["active_dims"]}
+        for eps in (0.0, 0.05, 0.1, 0.2):
+            adv = attack_classifier(digit, test.images, test.labels, eps, steps=20, step_size=eps / 8, seed=0)
+            row[f"pgd {eps:g}"] = round(100 * accuracy(digit, adv, test.labels).mean().item(), 1)
+        for eps in (0.1, 0.2):
+            row[f"fgsm {eps:g}"] = round(100 * accuracy(digit, fgsm(digit, test.images, test.labels, eps),
+                                                        test.labels).mean().item(), 1)
+        print(json.dumps(row), flush=True)
+        with open(a.results, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        model.train().requires_grad_(True)
+        torch.set_rng_state(rng)
+
+    checkpoints = sorted({int(s) for s in a.eval_at.split(",") if s.strip()} | {a.steps})
+    began, step, seconds = time.perf_counter(), 0, 0.0
     model.train()
     while step < a.steps:
         order = torch.randperm(len(train.images), generator=generator)
@@ -80,23 +103,12 @@ def main() -> None:
             loss(x).mean().backward()
             optimizer.step()
             step += 1
+            if step in checkpoints:  # training seconds only, evaluations excluded
+                seconds += time.perf_counter() - began
+                evaluate(step, seconds)
+                began = time.perf_counter()
             if step == a.steps:
                 break
-    seconds = time.perf_counter() - began
-    model.eval().requires_grad_(False)
-    usage = latent_usage(model, test.images)
-    digit = EncoderClassifier(model, linear_probe(encoder_means(model, train.images), train.labels))
-    row = {**vars(a), "seconds": round(seconds, 1), "kl": round(usage["kl"]["mean"], 1),
-           "active_dims": usage["active_dims"]}
-    for eps in (0.0, 0.05, 0.1, 0.2):
-        adv = attack_classifier(digit, test.images, test.labels, eps, steps=20, step_size=eps / 8, seed=0)
-        row[f"pgd {eps:g}"] = round(100 * accuracy(digit, adv, test.labels).mean().item(), 1)
-    for eps in (0.1, 0.2):
-        row[f"fgsm {eps:g}"] = round(100 * accuracy(digit, fgsm(digit, test.images, test.labels, eps),
-                                                    test.labels).mean().item(), 1)
-    print(json.dumps(row), flush=True)
-    with open(a.results, "a") as f:
-        f.write(json.dumps(row) + "\n")
     if a.save:
         torch.save(model.state_dict(), a.save)
 
