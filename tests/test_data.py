@@ -537,3 +537,16 @@ def test_real_mnist_folder_without_training_files(mnist_test_dir):
         pytest.skip(f"{mnist_test_dir} also holds training files")
     with pytest.raises(AvaeError, match="train-images-idx3-ubyte"):
         load("mnist", "train", data_dir=mnist_test_dir)
+
+
+def test_borrow_test_writers_splits_by_writer_and_keeps_train_first(mnist_test_dir):
+    test = load("mnist", "test", data_dir=mnist_test_dir, pad_to=None)
+    train = load("mnist-embedded", "train", pad_to=None, limit=100)
+    enlarged, held_out = data.borrow_test_writers(train, test)
+    assert len(enlarged) == 100 + data.MNIST_TEST_SD3 and len(held_out) == 10000 - data.MNIST_TEST_SD3
+    assert torch.equal(enlarged.images[:100], train.images) and torch.equal(enlarged.labels[:100], train.labels)
+    assert torch.equal(enlarged.images[100:], test.images[:5000])  # the SD-3 half, in file order
+    assert torch.equal(held_out.images, test.images[5000:]) and torch.equal(held_out.labels, test.labels[5000:])
+    assert "first 5000" in enlarged.source
+    with pytest.raises(AvaeError, match="whole 10,000-digit"):
+        data.borrow_test_writers(train, test.take(500))

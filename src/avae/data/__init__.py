@@ -13,15 +13,17 @@ from avae.data.color import COLOR_NAMES, ColorMNIST, color_mnist
 from avae.data.download import download_mnist
 from avae.data.idx import read_idx, write_idx
 from avae.data.perturb import ASYMMETRIC_DIGITS, Perturbation, random_affine, rotated
-from avae.data.sources import DATASETS, Dataset, load
+from avae.data.sources import DATASETS, MNIST_TEST_SD3, Dataset, borrow_test_writers, load
 
 __all__ = [
     "ASYMMETRIC_DIGITS",
     "COLOR_NAMES",
     "ColorMNIST",
     "DATASETS",
+    "MNIST_TEST_SD3",
     "Dataset",
     "Perturbation",
+    "borrow_test_writers",
     "color_mnist",
     "download_mnist",
     "load",

@@ -118,6 +118,28 @@ def load(
     return data.take(limit, seed)
 
 
+MNIST_TEST_SD3 = 5000  # the MNIST test set's first 5,000 digits come from NIST SD-3, the rest from SD-1
+
+
+def borrow_test_writers(train: Dataset, test: Dataset) -> tuple[Dataset, Dataset]:
+    """For diagnostics only: ``train`` plus the MNIST test set's first 5,000 digits, and the last 5,000.
+
+    The official MNIST test set's first half was written by NIST SD-3's writers (Census Bureau
+    employees), its second half by SD-1's (high-school students), so no writer of a digit in the
+    returned test half wrote a digit of the enlarged training set. Not the MNIST protocol: numbers on
+    the SD-1 half are not comparable with numbers on the whole test set. ``test`` must be the whole,
+    unshuffled 10,000-digit test set (``load("mnist", "test")`` with no ``limit``).
+    """
+    if len(test) != 10000:
+        raise AvaeError(f"{test.name} ({test.split}): borrowing the SD-3 writers needs the whole 10,000-digit "
+                        f"MNIST test set in its file order, got {len(test)} images")
+    extra = test.subset(slice(0, MNIST_TEST_SD3))
+    enlarged = dataclasses.replace(train, images=torch.cat([train.images, extra.images]),
+                                   labels=torch.cat([train.labels, extra.labels]),
+                                   source=f"{train.source} + {test.source} (first {MNIST_TEST_SD3})")
+    return enlarged, test.subset(slice(MNIST_TEST_SD3, None))
+
+
 def stratified_split(labels: np.ndarray, seed: int, val_fraction: float = VAL_FRACTION):
     """Sorted (train, val) indices: each label (-1 included) gives ``val_fraction`` of its rows to val."""
     rng = np.random.default_rng(seed)

@@ -3,11 +3,16 @@
 One model of the standard architecture (4 x 200 MLPs, latent 64) trained for ``--steps`` Adam steps
 of batch 64 on the 4,500 ColorMNIST training digits, at one thread, then probed (the report's
 standardised logistic regression on the encoder means) and attacked (the report's PGD, 20 steps of
-eps/8, margin + cross-entropy runs; and one-step FGSM) on the first 500 coloured test digits. Options
-the library's model does not have, to test the released code's choices:
+eps/8, margin + cross-entropy runs; and one-step FGSM) on 500 coloured test digits (a seeded draw
+from the test set). Options the library's model does not have, to test the released code's choices:
 
 * ``--noise var``: sample z = mu + eps * variance, as the released JAX code does (ours: the s.d.);
-* ``--recolor 1``: draw every digit's colour afresh for each batch, as the released data iterator does.
+* ``--recolor 1``: draw every digit's colour afresh for each batch, as the released data iterator does;
+* ``--data embedded+sd3``: more training digits, borrowed from the MNIST test set (its first 5,000, NIST
+  SD-3 writers; ``avae.data.borrow_test_writers``), evaluated on test digits of its last 5,000 only (SD-1
+  writers); ``--eval-on sd1`` evaluates a run on the 4,500 digits on those same test digits, and
+  ``--train-limit N`` trains on N of the 4,500 (a smaller-data point). A diagnostic of the effect of the
+  training set's size, not the MNIST protocol.
 
 Appends one JSON line per evaluation to ``--results``: at ``--steps``, and also at every step count
 in ``--eval-at`` (a training-length curve from one run; the evaluations leave the training
@@ -22,7 +27,7 @@ import time
 import torch
 
 from avae.attacks import EncoderClassifier, accuracy, attack_classifier, fgsm
-from avae.data import color_mnist, load
+from avae.data import borrow_test_writers, color_mnist, load
 from avae.data.color import color_rgb
 from avae.evaluate.autoencoding import encoder_means, latent_usage, linear_probe
 from avae.models.autoencoding_vae import AutoencodingVAE, AutoencodingVAEConfig
@@ -39,6 +44,10 @@ def main() -> None:
     p.add_argument("--recolor", type=int, default=0)
     p.add_argument("--se-weight", type=float, default=1.0)
     p.add_argument("--test", type=int, default=500)
+    p.add_argument("--data", default="embedded", choices=["embedded", "embedded+sd3"])
+    p.add_argument("--eval-on", default="all", choices=["all", "sd1"],
+                   help="test digits drawn from the whole test set or its SD-1 half (forced by embedded+sd3)")
+    p.add_argument("--train-limit", type=int, default=None, help="train on this many of the 4,500 digits")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default="/work/shared/data/mnist")
     p.add_argument("--results", default="results.jsonl")
@@ -47,9 +56,13 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
-    grey = load("mnist-embedded", "train", pad_to=None, seed=0)
+    grey = load("mnist-embedded", "train", pad_to=None, seed=0, limit=a.train_limit)
+    grey_test = load("mnist", "test", data_dir=a.data_dir, pad_to=None, seed=0)
+    enlarged, sd1 = borrow_test_writers(grey, grey_test)
+    if a.data == "embedded+sd3":
+        grey, a.eval_on = enlarged, "sd1"
     train = color_mnist(grey, seed=0)
-    test = color_mnist(load("mnist", "test", data_dir=a.data_dir, pad_to=None, seed=0, limit=a.test), seed=2)
+    test = color_mnist((sd1 if a.eval_on == "sd1" else grey_test).take(a.test, seed=0), seed=2)
     config = AutoencodingVAEConfig(latent=64, rho=a.rho, avae="AVAE" in a.variant, smooth=a.variant.startswith("SE"),
                                    se_weight=a.se_weight)
     model = AutoencodingVAE(config)
@@ -73,7 +86,7 @@ def main() -> None:
         model.eval().requires_grad_(False)
         usage = latent_usage(model, test.images)
         digit = EncoderClassifier(model, linear_probe(encoder_means(model, train.images), train.labels))
-        row = {**vars(a), "steps": step, "seconds": round(seconds, 1), "kl": round(usage["kl"]["mean"], 1),
+        row = {**vars(a), "training digits": len(train), "steps": step, "seconds": round(seconds, 1), "kl": round(usage["kl"]["mean"], 1),
                "active_dims": usage["active_dims"]}
         for eps in (0.0, 0.05, 0.1, 0.2):
             adv = attack_classifier(digit, test.images, test.labels, eps, steps=20, step_size=eps / 8, seed=0)
@@ -90,6 +103,8 @@ def main() -> None:
     checkpoints = sorted({int(s) for s in a.eval_at.split(",") if s.strip()} | {a.steps})
     began, step, seconds = time.perf_counter(), 0, 0.0
     model.train()
+    if 0 in checkpoints:  # the untrained encoder
+        evaluate(0, 0.0)
     while step < a.steps:
         order = torch.randperm(len(train.images), generator=generator)
         for start in range(0, len(order) - 63, 64):

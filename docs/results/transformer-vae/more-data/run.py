@@ -14,17 +14,14 @@ preset trains it (avae.evaluate.transformer: nets, batch, lr, 80 epochs; seeds 0
     python docs/results/transformer-vae/more-data/run.py --data embedded+sd3 --out /tmp/more-data vae:14 tvae-affine:8
 """
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
 import torch
 
+from avae.data import MNIST_TEST_SD3, borrow_test_writers
 from avae.evaluate.transformer import (PRESETS, ModelSpec, preset_data, replicated_reconstruction_rows,
                                        train_models)
-
-SD3_DIGITS = 5000  # the MNIST test set's first 5,000 digits (NIST SD-3); the rest are SD-1
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,12 +36,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     preset = PRESETS["standard"]
     train, val, test = preset_data(PRESETS["standard"], args.data_dir)
-    held_out = test.subset(slice(SD3_DIGITS, None))
+    enlarged, held_out = borrow_test_writers(train, test)
     if args.data == "embedded+sd3":
-        extra = test.subset(slice(0, SD3_DIGITS))
-        train = dataclasses.replace(train, images=torch.cat([train.images, extra.images]),
-                                    labels=torch.cat([train.labels, extra.labels]),
-                                    source=f"{train.source} + {test.source} (first {SD3_DIGITS})")
+        train = enlarged
     specs = [ModelSpec.parse(text, k) for text in args.models for k in range(args.replicates)]
     models = train_models(specs, train, val, Path(args.out), preset, progress=False)
     with open(args.results, "a") as f:
@@ -52,7 +46,7 @@ def main() -> None:
             line = {"data": args.data, "training digits": len(train), "model": row["name"],
                     "total latent": row["total latent"], "nll": round(row["nll"], 2), "nll sem": round(row["nll sem"], 2),
                     "nll per run": [round(v, 2) for v in row["nll replicates"]], "test digits": row["n"],
-                    "evaluated on": f"MNIST test digits {SD3_DIGITS}-{len(test) - 1} (SD-1 writers)"}
+                    "evaluated on": f"MNIST test digits {MNIST_TEST_SD3}-{len(test) - 1} (SD-1 writers)"}
             f.write(json.dumps(line) + "\n")
             print(json.dumps(line))
 
