@@ -12,6 +12,7 @@ preset trains it (avae.evaluate.transformer: nets, batch, lr, 80 epochs; seeds 0
 ``--out/models`` (reused when run again); one JSON line per model goes to ``--results``.
 
     python docs/results/transformer-vae/more-data/run.py --data embedded+sd3 --out /tmp/more-data vae:14 tvae-affine:8
+    python docs/results/transformer-vae/more-data/run.py --table    # the README's comparison table
 """
 import argparse
 import json
@@ -22,17 +23,42 @@ import torch
 from avae.data import MNIST_TEST_SD3, borrow_test_writers
 from avae.evaluate.transformer import (PRESETS, ModelSpec, preset_data, replicated_reconstruction_rows,
                                        train_models)
+from avae.report.transformer import _difference
+
+
+def table(results: str) -> str:
+    """Markdown: each model against the VAE of the same data and total, by Fig. 5's rule (better only
+    beyond 2 s.e. and in every run; the s.e. combines the two models' s.e. over digits)."""
+    rows = [json.loads(line) for line in open(results)]
+    vae = {(r["data"], r["total latent"]): r for r in rows if r["model"].startswith("vae-")}
+    lines = ["| total latent | training digits | model | its error | VAE's error | difference | difference in each run "
+             "| better than the VAE? |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["total latent"], r["training digits"])):
+        other = vae.get((r["data"], r["total latent"]))
+        if r["model"].startswith("vae-") or other is None:
+            continue
+        d = _difference({**r, "nll replicates": r["nll per run"]}, {**other, "nll replicates": other["nll per run"]},
+                        "VAE's error", "better than the VAE?")
+        lines.append(f"| {r['total latent']} | {r['training digits']:,} | {r['model']} | " + " | ".join(d.values()) + " |")
+    return "\n".join(lines)
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("models", nargs="+")
-    p.add_argument("--data", choices=["embedded", "embedded+sd3"], required=True)
+    p.add_argument("models", nargs="*")
+    p.add_argument("--data", choices=["embedded", "embedded+sd3"])
+    p.add_argument("--table", action="store_true", help="print the comparison table of --results and stop")
     p.add_argument("--replicates", type=int, default=3)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out")
     p.add_argument("--data-dir", default="../shared/data/mnist")
     p.add_argument("--results", default=str(Path(__file__).with_name("runs.jsonl")))
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
+    if args.table:
+        print(table(args.results))
+        return
+    if not args.models or not args.data or not args.out:
+        p.error("give --data, --out and at least one model (or --table)")
     torch.set_num_threads(args.threads)
     preset = PRESETS["standard"]
     train, val, test = preset_data(PRESETS["standard"], args.data_dir)
