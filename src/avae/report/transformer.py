@@ -156,11 +156,11 @@ def reconstruction_verdicts(rows: list[dict]) -> list[dict]:
     latent size (difference of means, its standard error from the two s.e.s, and the verdict)."""
     vae = {r["total latent"]: r for r in rows if r["model"] == "VAE"}
     return [{"total latent": r["total latent"], "model": f"{r['series']} (z={r['dim z']})",
-             **_difference(r, vae[r["total latent"]], "VAE's error", "better than the VAE?")}
+             **error_difference(r, vae[r["total latent"]], "VAE's error", "better than the VAE?")}
             for r in rows if r["model"] != "VAE" and r["total latent"] in vae]
 
 
-def _difference(row: dict, other: dict, other_name: str, question: str) -> dict:
+def error_difference(row: dict, other: dict, other_name: str, question: str) -> dict:
     """``row``'s reconstruction error against ``other``'s: yes when lower by more than 2 standard errors.
 
     With several training runs per model (``"nll replicates"``), the errors are the means over the runs
@@ -196,7 +196,7 @@ def prior_comparison(rows: list[dict]) -> list[dict]:
     """Each Fig. 5 model with a prior on u against the same model without one, at the same z."""
     plain = {(r["model"], r["dim z"]): r for r in rows if r["model"] != "VAE" and r["prior"] == "none"}
     return [{"total latent": r["total latent"], "model": f"{r['model']} (z={r['dim z']})", "prior on u": r["prior"],
-             **_difference(r, plain[(r["model"], r["dim z"])], "error without a prior", "better with the prior?")}
+             **error_difference(r, plain[(r["model"], r["dim z"])], "error without a prior", "better with the prior?")}
             for r in rows if r["prior"] != "none" and (r["model"], r["dim z"]) in plain]
 
 

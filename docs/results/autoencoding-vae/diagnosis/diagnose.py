@@ -10,9 +10,8 @@ from the test set). Options the library's model does not have, to test the relea
 * ``--recolor 1``: draw every digit's colour afresh for each batch, as the released data iterator does;
 * ``--data embedded+sd3``: more training digits, borrowed from the MNIST test set (its first 5,000, NIST
   SD-3 writers; ``avae.data.borrow_test_writers``), evaluated on test digits of its last 5,000 only (SD-1
-  writers); ``--eval-on sd1`` evaluates a run on the 4,500 digits on those same test digits, and
-  ``--train-limit N`` trains on N of the 4,500 (a smaller-data point). A diagnostic of the effect of the
-  training set's size, not the MNIST protocol.
+  writers); ``--eval-on sd1`` evaluates a run on the 4,500 digits on those same test digits. A
+  diagnostic of the effect of the training set's size, not the MNIST protocol.
 
 Appends one JSON line per evaluation to ``--results``: at ``--steps``, and also at every step count
 in ``--eval-at`` (a training-length curve from one run; the evaluations leave the training
@@ -47,7 +46,6 @@ def main() -> None:
     p.add_argument("--data", default="embedded", choices=["embedded", "embedded+sd3"])
     p.add_argument("--eval-on", default="all", choices=["all", "sd1"],
                    help="test digits drawn from the whole test set or its SD-1 half (forced by embedded+sd3)")
-    p.add_argument("--train-limit", type=int, default=None, help="train on this many of the 4,500 digits")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default="/work/shared/data/mnist")
     p.add_argument("--results", default="results.jsonl")
@@ -56,7 +54,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
-    grey = load("mnist-embedded", "train", pad_to=None, seed=0, limit=a.train_limit)
+    grey = load("mnist-embedded", "train", pad_to=None, seed=0)
     grey_test = load("mnist", "test", data_dir=a.data_dir, pad_to=None, seed=0)
     enlarged, sd1 = borrow_test_writers(grey, grey_test)
     if a.data == "embedded+sd3":
@@ -86,8 +84,8 @@ def main() -> None:
         model.eval().requires_grad_(False)
         usage = latent_usage(model, test.images)
         digit = EncoderClassifier(model, linear_probe(encoder_means(model, train.images), train.labels))
-        row = {**vars(a), "training digits": len(train), "steps": step, "seconds": round(seconds, 1), "kl": round(usage["kl"]["mean"], 1),
-               "active_dims": usage["active_dims"]}
+        row = {**vars(a), "training digits": len(train), "steps": step, "seconds": round(seconds, 1),
+               "kl": round(usage["kl"]["mean"], 1), "active_dims": usage["active_dims"]}
         for eps in (0.0, 0.05, 0.1, 0.2):
             adv = attack_classifier(digit, test.images, test.labels, eps, steps=20, step_size=eps / 8, seed=0)
             row[f"pgd {eps:g}"] = round(100 * accuracy(digit, adv, test.labels).mean().item(), 1)

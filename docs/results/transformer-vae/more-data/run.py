@@ -23,7 +23,7 @@ import torch
 from avae.data import MNIST_TEST_SD3, borrow_test_writers
 from avae.evaluate.transformer import (PRESETS, ModelSpec, preset_data, replicated_reconstruction_rows,
                                        train_models)
-from avae.report.transformer import _difference
+from avae.report.transformer import error_difference
 
 
 def table(results: str) -> str:
@@ -37,7 +37,7 @@ def table(results: str) -> str:
         other = vae.get((r["data"], r["total latent"]))
         if r["model"].startswith("vae-") or other is None:
             continue
-        d = _difference({**r, "nll replicates": r["nll per run"]}, {**other, "nll replicates": other["nll per run"]},
+        d = error_difference({**r, "nll replicates": r["nll per run"]}, {**other, "nll replicates": other["nll per run"]},
                         "VAE's error", "better than the VAE?")
         lines.append(f"| {r['total latent']} | {r['training digits']:,} | {r['model']} | " + " | ".join(d.values()) + " |")
     return "\n".join(lines)
