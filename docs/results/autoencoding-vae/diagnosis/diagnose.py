@@ -11,7 +11,15 @@ from the test set). Options the library's model does not have, to test the relea
 * ``--data embedded+sd3``: more training digits, borrowed from the MNIST test set (its first 5,000, NIST
   SD-3 writers; ``avae.data.borrow_test_writers``), evaluated on test digits of its last 5,000 only (SD-1
   writers); ``--eval-on sd1`` evaluates a run on the 4,500 digits on those same test digits. A
-  diagnostic of the effect of the training set's size, not the MNIST protocol.
+  diagnostic of the effect of the training set's size, not the MNIST protocol;
+* ``--checkpoint DIR``: evaluate a trained model (for example a committed `standard` model) instead of
+  training one; ``--eps`` and ``--fgsm-eps`` choose the radii;
+* ``--encoding sample``: the attacked classifier sees a sample z ~ q(z|x), drawn afresh at every call
+  (each PGD step's gradient and the final verdict each use their own draw), instead of the mean, and the
+  probe is fit on 5 draws per training digit: an evaluation of the stochastic encoder, whose noisy
+  gradients can make a model look robust;
+  ``--eot K`` averages the classifier's logits over K draws (expectation over transformation, the
+  standard remedy; the verdict then uses K draws too).
 
 Appends one JSON line per evaluation to ``--results``: at ``--steps``, and also at every step count
 in ``--eval-at`` (a training-length curve from one run; the evaluations leave the training
@@ -22,15 +30,31 @@ trajectory unchanged, the random state is restored after each). Example:
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
+from torch import nn
 
+import avae
 from avae.attacks import EncoderClassifier, accuracy, attack_classifier, fgsm
 from avae.data import borrow_test_writers, color_mnist, load
 from avae.data.color import color_rgb
 from avae.evaluate.autoencoding import encoder_means, latent_usage, linear_probe
 from avae.models.autoencoding_vae import AutoencodingVAE, AutoencodingVAEConfig
 from avae.models.likelihoods import kl_standard_normal
+
+
+class SampledEncoderClassifier(nn.Module):
+    """Pixels -> z ~ q(z|x) -> linear classifier, logits averaged over ``draws`` samples."""
+
+    def __init__(self, model, head: nn.Linear, draws: int):
+        super().__init__()
+        self.model, self.head, self.draws = model, head, draws
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu, logvar = self.model.encode(x)
+        sd = (0.5 * logvar).exp()
+        return torch.stack([self.head(mu + sd * torch.randn_like(mu)) for _ in range(self.draws)]).mean(0)
 
 
 def main() -> None:
@@ -51,7 +75,14 @@ def main() -> None:
     p.add_argument("--results", default="results.jsonl")
     p.add_argument("--save", default="", help="save the trained state dict here")
     p.add_argument("--eval-at", default="", help="comma-separated step counts to evaluate at before --steps")
+    p.add_argument("--checkpoint", default="", help="evaluate this trained model instead of training one")
+    p.add_argument("--eps", default="0,0.05,0.1,0.2", help="PGD radii, comma-separated")
+    p.add_argument("--fgsm-eps", default="0.1,0.2", help="FGSM radii, comma-separated")
+    p.add_argument("--encoding", default="mean", choices=["mean", "sample"])
+    p.add_argument("--eot", type=int, default=1, help="with --encoding sample: logits averaged over this many draws")
     a = p.parse_args()
+    if a.checkpoint and a.steps:
+        p.error("--checkpoint evaluates a trained model: pass --steps 0")
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
     grey = load("mnist-embedded", "train", pad_to=None, seed=0)
@@ -63,7 +94,7 @@ def main() -> None:
     test = color_mnist((sd1 if a.eval_on == "sd1" else grey_test).take(a.test, seed=0), seed=2)
     config = AutoencodingVAEConfig(latent=64, rho=a.rho, avae="AVAE" in a.variant, smooth=a.variant.startswith("SE"),
                                    se_weight=a.se_weight)
-    model = AutoencodingVAE(config)
+    model = avae.load(a.checkpoint) if a.checkpoint else AutoencodingVAE(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=a.lr)
     generator = torch.Generator().manual_seed(a.seed)
 
@@ -83,13 +114,22 @@ def main() -> None:
         rng = torch.get_rng_state()
         model.eval().requires_grad_(False)
         usage = latent_usage(model, test.images)
-        digit = EncoderClassifier(model, linear_probe(encoder_means(model, train.images), train.labels))
+        if a.encoding == "mean":
+            head = linear_probe(encoder_means(model, train.images), train.labels)
+        else:  # fit on what it will see: 5 posterior draws per training digit
+            with torch.no_grad():
+                mu, logvar = model.encode(train.images)
+            draws = torch.cat([mu + (0.5 * logvar).exp() * torch.randn_like(mu) for _ in range(5)])
+            head = linear_probe(draws, train.labels.repeat(5))
+        digit = EncoderClassifier(model, head) if a.encoding == "mean" else SampledEncoderClassifier(model, head, a.eot)
         row = {**vars(a), "training digits": len(train), "steps": step, "seconds": round(seconds, 1),
                "kl": round(usage["kl"]["mean"], 1), "active_dims": usage["active_dims"]}
-        for eps in (0.0, 0.05, 0.1, 0.2):
+        if a.checkpoint:  # the model's own settings, not this script's training options
+            row.update(variant=Path(a.checkpoint).name, **{k: None for k in ("lr", "noise", "rho", "recolor", "se_weight")})
+        for eps in (float(e) for e in a.eps.split(",")):
             adv = attack_classifier(digit, test.images, test.labels, eps, steps=20, step_size=eps / 8, seed=0)
             row[f"pgd {eps:g}"] = round(100 * accuracy(digit, adv, test.labels).mean().item(), 1)
-        for eps in (0.1, 0.2):
+        for eps in (float(e) for e in a.fgsm_eps.split(",") if e.strip()):
             row[f"fgsm {eps:g}"] = round(100 * accuracy(digit, fgsm(digit, test.images, test.labels, eps),
                                                         test.labels).mean().item(), 1)
         print(json.dumps(row), flush=True)
