@@ -270,10 +270,31 @@ def test_reproduce_tiny_preset_end_to_end(mnist_test_dir, tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "VAE+AVAE post" in report and "88.1" in report and "one-step FGSM" in report
     assert (tmp_path / "iterated_reconstruction.png").stat().st_size > 0
+    assert (tmp_path / "robustness_vs_epsilon.png").stat().st_size > 0 and "robustness_vs_epsilon.png" in report
     # a second run reuses every model
     before = (tmp_path / "models" / "VAE" / "checkpoint.pt").stat().st_mtime_ns
     reproduce_autoencoding_vae(preset, tmp_path, data_dir=mnist_test_dir, progress=False)
     assert (tmp_path / "models" / "VAE" / "checkpoint.pt").stat().st_mtime_ns == before
+
+
+def test_attack_curves_merge_both_attack_sets_by_epsilon(tmp_path):
+    """The accuracy-vs-ε figure's data: the main attacks (ε 0, 0.1, 0.2 with FGSM beside PGD) and the
+    small-ε ones interleaved in ε order, ε = 0 the clean accuracy for both attacks."""
+    from avae.report.autoencoding import attack_curves, robustness_figure
+
+    def acc(a, s=1.0):
+        return {"accuracy": a, "sem": s, "n": 10}
+
+    row = {"model": "AVAE", "paper_accuracy": [97.3, 88.1, 54.8],
+           "pixel_attack": [{"epsilon": 0.0, **acc(75.0)}, {"epsilon": 0.1, **acc(2.0), "fgsm": acc(8.0)},
+                            {"epsilon": 0.2, **acc(0.5), "fgsm": acc(10.0)}],
+           "small_epsilon": [{"epsilon": 0.05, "pgd": acc(9.0), "fgsm": acc(19.0)},
+                             {"epsilon": 0.02, "pgd": acc(39.0, 2.0), "fgsm": acc(47.0)}]}
+    curves = attack_curves(row)
+    assert curves["PGD"] == [(0.0, 75.0, 1.0), (0.02, 39.0, 2.0), (0.05, 9.0, 1.0), (0.1, 2.0, 1.0), (0.2, 0.5, 1.0)]
+    assert [a for _, a, _ in curves["FGSM"]] == [75.0, 47.0, 19.0, 8.0, 10.0]
+    path = robustness_figure({"rows": [row, {**row, "model": "VAE", "paper_accuracy": None}]}, tmp_path / "f.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_rejects_a_preset_the_experiment_lacks(mnist_test_dir, tmp_path, capsys):

@@ -1,5 +1,5 @@
-"""Report for `avae reproduce autoencoding-vae`: report.md and CSV tables from metrics.json alone (so
-it can be re-rendered without recomputing), and the iterated-reconstruction figure."""
+"""Report for `avae reproduce autoencoding-vae`: report.md, CSV tables and the accuracy-vs-ε figure from
+metrics.json alone (so they can be re-rendered without recomputing), and the iterated-reconstruction figure."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from avae.io import write_text
-from avae.report.figures import image_rows
+from avae.report.figures import save_figure, image_rows, plt
 from avae.report.tables import markdown_table, write_csv
 
 
@@ -21,6 +21,52 @@ def chain_figure(chains: dict[str, torch.Tensor], path, shown: int = 4) -> Path:
     steps = next(iter(chains.values())).shape[0]
     return image_rows(rows, path, title="Iterated reconstruction: x, then reconstruct the reconstruction",
                       column_labels=["x"] + [str(t) for t in range(1, steps)])
+
+
+PAPER_EPSILONS = (0.0, 0.1, 0.2)  # the slides' columns
+
+
+def attack_curves(row: dict) -> dict[str, list[tuple[float, float, float]]]:
+    """One model's digit accuracy against ε from its metrics row: ``{"PGD": [(ε, accuracy, s.e.), ...],
+    "FGSM": [...]}``, sorted by ε (ε = 0 is the clean accuracy in both)."""
+    curves = {"PGD": {}, "FGSM": {}}
+    for a in row["pixel_attack"]:
+        curves["PGD"][a["epsilon"]] = (a["accuracy"], a["sem"])
+        if "fgsm" in a:
+            curves["FGSM"][a["epsilon"]] = (a["fgsm"]["accuracy"], a["fgsm"]["sem"])
+        elif a["epsilon"] == 0:
+            curves["FGSM"][0.0] = (a["accuracy"], a["sem"])
+    for a in row.get("small_epsilon", []):
+        curves["PGD"][a["epsilon"]] = (a["pgd"]["accuracy"], a["pgd"]["sem"])
+        curves["FGSM"][a["epsilon"]] = (a["fgsm"]["accuracy"], a["fgsm"]["sem"])
+    return {name: [(e, *c[e]) for e in sorted(c)] for name, c in curves.items()}
+
+
+def robustness_figure(metrics: dict, path) -> Path:
+    """Digit accuracy against ε, PGD and one-step FGSM side by side, one line per model (band: ± 1 s.e.),
+    the slides' accuracies as hollow markers in the model's colour."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for i, row in enumerate(metrics["rows"]):
+        color = f"C{i}"
+        for ax, (attack, points) in zip(axes, attack_curves(row).items()):
+            eps, acc, sem = (list(v) for v in zip(*points))
+            ax.plot(eps, acc, "-o", color=color, lw=1.8, ms=4, label=row["model"])
+            ax.fill_between(eps, [a - s for a, s in zip(acc, sem)], [a + s for a, s in zip(acc, sem)],
+                            color=color, alpha=0.2, lw=0)
+            if row.get("paper_accuracy"):
+                ax.plot(PAPER_EPSILONS, row["paper_accuracy"], "o", mfc="none", mec=color, ms=8, mew=1.5,
+                        label=f"{row['model']}, slides")
+    for ax, attack in zip(axes, ("PGD", "one-step FGSM")):
+        ax.set_title(f"{attack} on the pixels (L-infinity)", fontsize=10)
+        ax.set_xlabel("ε (pixels in [0, 1])")
+        ax.set_ylim(-2, 102)
+    axes[0].set_ylabel("digit accuracy (%)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False)
+    fig.text(0.01, -0.17, "Lines: ours (encoder mean + logistic-regression probe; n per point as in the tables). "
+             "Hollow markers: the paper's slides (their evaluation, full MNIST).", fontsize=7, color="0.35",
+             ha="left", va="top")
+    return save_figure(fig, path)
 
 
 def _acc(row: dict) -> str:
@@ -124,6 +170,8 @@ def render(out) -> Path:
     t = tables(metrics)
     for name, rows in t.items():
         write_csv(out / f"{name}.csv", rows)
+    if t["strength"]:
+        robustness_figure(metrics, out / "robustness_vs_epsilon.png")
     p, train, test = metrics["preset"], metrics["train_data"], metrics["test_data"]
     step = p["attack_step_fraction"]
     net = metrics["mnistnet_test_accuracy"]
@@ -169,7 +217,8 @@ def render(out) -> Path:
            "gradient, from the clean image, no random start), the weakest standard attack; and both at smaller "
            f"radii, on the {p['art_images']} test digits of the ART cross-check. If a model's accuracy collapses "
            "already under FGSM, no choice of iterative attack settings can explain a gap like the slides' "
-           "88 % at ε = 0.1.\n", markdown_table(t["strength"]), "\n" + _strength_verdict(metrics)]
+           "88 % at ε = 0.1.\n", markdown_table(t["strength"]), "\n" + _strength_verdict(metrics),
+           "![accuracy against epsilon](robustness_vs_epsilon.png)\n"]
           if t["strength"] else []),
         *(["## The probe and its sanity baselines\n",
            "The same probe (logistic regression, lbfgs, C = 1, features standardised with the training "

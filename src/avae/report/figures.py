@@ -16,7 +16,8 @@ plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.r
                      "axes.grid": True, "grid.alpha": 0.3, "font.size": 10})
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
+    """Write ``fig`` to ``path`` as PNG atomically (a temporary file, then renamed) and close it."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight")
@@ -35,7 +36,7 @@ def loss_curve(history: list[dict], path, title: str = "") -> Path:
     ax.set_ylabel("loss per image (nll + KL)")
     ax.set_title(title)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _to_display(images: torch.Tensor) -> np.ndarray:
@@ -62,7 +63,7 @@ def image_rows(rows: dict[str, torch.Tensor], path, title: str = "", column_labe
     if title:
         fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(wspace=0.05, hspace=0.08)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def lines_with_error(
@@ -88,7 +89,7 @@ def lines_with_error(
     ax.legend(fontsize=8)
     if note:
         fig.text(0.01, -0.02, note, fontsize=7, color="0.35", ha="left", va="top", wrap=True)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def pose_histograms(angles, epochs, labels, classes, shown_epochs, path, title: str = "") -> Path:
@@ -117,4 +118,4 @@ def pose_histograms(angles, epochs, labels, classes, shown_epochs, path, title: 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from avae.io import write_text
-from avae.report.figures import _save, image_rows, lines_with_error, plt
+from avae.report.figures import save_figure, image_rows, lines_with_error, plt
 from avae.report.tables import markdown_table
 
 SAMPLE_GRID = 6  # samples per side of each model's panel
@@ -42,7 +42,7 @@ def panels(images: dict[str, torch.Tensor], path, cols: int, title: str = "") ->
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def latent_scatter(points: dict[str, np.ndarray], labels: np.ndarray, path, title: str = "") -> Path:
@@ -59,7 +59,7 @@ def latent_scatter(points: dict[str, np.ndarray], labels: np.ndarray, path, titl
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def fig5(rows: list[dict], path, n_test: int) -> Path:
