@@ -7,6 +7,8 @@ eps/8, margin + cross-entropy runs; and one-step FGSM) on 500 coloured test digi
 from the test set). Options the library's model does not have, to test the released code's choices:
 
 * ``--noise var``: sample z = mu + eps * variance, as the released JAX code does (ours: the s.d.);
+* ``--variance V``: the Gaussian likelihood's observation variance (the released code's flag ``obs_var``,
+  default 0.5); a smaller one makes each unit of squared error cost more nats, against posterior collapse;
 * ``--recolor 1``: draw every digit's colour afresh for each batch, as the released data iterator does;
 * ``--data embedded+sd3``: more training digits, borrowed from the MNIST test set (its first 5,000, NIST
   SD-3 writers; ``avae.data.borrow_test_writers``), evaluated on test digits of its last 5,000 only (SD-1
@@ -64,6 +66,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--noise", default="std", choices=["std", "var"])
     p.add_argument("--rho", type=float, default=0.975)
+    p.add_argument("--variance", type=float, default=0.5, help="observation variance of the Gaussian likelihood")
     p.add_argument("--recolor", type=int, default=0)
     p.add_argument("--se-weight", type=float, default=1.0)
     p.add_argument("--test", type=int, default=500)
@@ -93,7 +96,7 @@ def main() -> None:
     train = color_mnist(grey, seed=0)
     test = color_mnist((sd1 if a.eval_on == "sd1" else grey_test).take(a.test, seed=0), seed=2)
     config = AutoencodingVAEConfig(latent=64, rho=a.rho, avae="AVAE" in a.variant, smooth=a.variant.startswith("SE"),
-                                   se_weight=a.se_weight)
+                                   se_weight=a.se_weight, variance=a.variance)
     model = avae.load(a.checkpoint) if a.checkpoint else AutoencodingVAE(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=a.lr)
     generator = torch.Generator().manual_seed(a.seed)
@@ -125,7 +128,8 @@ def main() -> None:
         row = {**vars(a), "training digits": len(train), "steps": step, "seconds": round(seconds, 1),
                "kl": round(usage["kl"]["mean"], 1), "active_dims": usage["active_dims"]}
         if a.checkpoint:  # the model's own settings, not this script's training options
-            row.update(variant=Path(a.checkpoint).name, **{k: None for k in ("lr", "noise", "rho", "recolor", "se_weight")})
+            row.update(variant=Path(a.checkpoint).name,
+                       **{k: None for k in ("lr", "noise", "rho", "variance", "recolor", "se_weight")})
         for eps in (float(e) for e in a.eps.split(",")):
             adv = attack_classifier(digit, test.images, test.labels, eps, steps=20, step_size=eps / 8, seed=0)
             row[f"pgd {eps:g}"] = round(100 * accuracy(digit, adv, test.labels).mean().item(), 1)
