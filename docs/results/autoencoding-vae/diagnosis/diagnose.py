@@ -46,6 +46,12 @@ from avae.models.autoencoding_vae import AutoencodingVAE, AutoencodingVAEConfig
 from avae.models.likelihoods import kl_standard_normal
 
 
+def posterior_draw(model, x: torch.Tensor) -> torch.Tensor:
+    """One sample z ~ q(z|x) (the global random state)."""
+    mu, logvar = model.encode(x)
+    return mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+
+
 class SampledEncoderClassifier(nn.Module):
     """Pixels -> z ~ q(z|x) -> linear classifier, logits averaged over ``draws`` samples."""
 
@@ -54,9 +60,7 @@ class SampledEncoderClassifier(nn.Module):
         self.model, self.head, self.draws = model, head, draws
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mu, logvar = self.model.encode(x)
-        sd = (0.5 * logvar).exp()
-        return torch.stack([self.head(mu + sd * torch.randn_like(mu)) for _ in range(self.draws)]).mean(0)
+        return torch.stack([self.head(posterior_draw(self.model, x)) for _ in range(self.draws)]).mean(0)
 
 
 def main() -> None:
@@ -118,13 +122,11 @@ def main() -> None:
         model.eval().requires_grad_(False)
         usage = latent_usage(model, test.images)
         if a.encoding == "mean":
-            head = linear_probe(encoder_means(model, train.images), train.labels)
-        else:  # fit on what it will see: 5 posterior draws per training digit
+            digit = EncoderClassifier(model, linear_probe(encoder_means(model, train.images), train.labels))
+        else:  # the probe is fit on what it will see: 5 posterior draws per training digit
             with torch.no_grad():
-                mu, logvar = model.encode(train.images)
-            draws = torch.cat([mu + (0.5 * logvar).exp() * torch.randn_like(mu) for _ in range(5)])
-            head = linear_probe(draws, train.labels.repeat(5))
-        digit = EncoderClassifier(model, head) if a.encoding == "mean" else SampledEncoderClassifier(model, head, a.eot)
+                draws = torch.cat([posterior_draw(model, train.images) for _ in range(5)])
+            digit = SampledEncoderClassifier(model, linear_probe(draws, train.labels.repeat(5)), a.eot)
         row = {**vars(a), "training digits": len(train), "steps": step, "seconds": round(seconds, 1),
                "kl": round(usage["kl"]["mean"], 1), "active_dims": usage["active_dims"]}
         if a.checkpoint:  # the model's own settings, not this script's training options
