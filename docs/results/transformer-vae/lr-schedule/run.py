@@ -32,7 +32,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     preset = dataclasses.replace(PRESETS["standard"], lr_schedule=args.lr_schedule, epochs=args.epochs)
-    train, val, test = preset_data(PRESETS["standard"], args.data_dir)
+    train, val, test = preset_data(preset, args.data_dir)
     specs = [ModelSpec.parse(text) for text in args.models]
     models = train_models(specs, train, val, Path(args.out), preset, progress=False)
     with open(args.results, "a") as f:

@@ -61,7 +61,7 @@ def main() -> None:
         p.error("give --data, --out and at least one model (or --table)")
     torch.set_num_threads(args.threads)
     preset = PRESETS["standard"]
-    train, val, test = preset_data(PRESETS["standard"], args.data_dir)
+    train, val, test = preset_data(preset, args.data_dir)
     enlarged, held_out = borrow_test_writers(train, test)
     if args.data == "embedded+sd3":
         train = enlarged
