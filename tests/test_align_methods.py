@@ -87,7 +87,7 @@ def test_amortized_needs_a_matching_pose_net(vae, turned):
 
 def test_warm_start_candidates_are_used(vae):
     x = load("mnist-embedded", "val", seed=0).images[:8]
-    turned, truth = rotated(x, 90)  # exact, so the true inverse is a perfect candidate
+    turned, truth = rotated(x, 90, resampling="paper")  # exact, so the true inverse is a perfect candidate
     result = align(vae, turned, "rotation", restarts=1, steps=0, init=truth.inverse_params())
     upright = vae.loss(x, sample=False)["loss"]
     assert torch.allclose(result.loss, torch.minimum(upright, result.identity_loss), rtol=1e-4, atol=1e-2)

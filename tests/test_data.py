@@ -550,3 +550,49 @@ def test_borrow_test_writers_splits_by_writer_and_keeps_train_first(mnist_test_d
     assert "first 5000" in enlarged.source
     with pytest.raises(AvaeError, match="whole 10,000-digit"):
         data.borrow_test_writers(train, test.take(500))
+
+
+# ---------------------------------------------------------------- full MNIST: the embedded digits held out
+
+
+def test_full_mnist_holds_out_the_embedded_digits(mnist_test_dir):
+    if not list(mnist_test_dir.glob("train-images*")):
+        pytest.skip(f"{mnist_test_dir} holds no training files")
+    train = load("mnist", "train", data_dir=mnist_test_dir, holdout="embedded", pad_to=None)
+    val = load("mnist", "val", data_dir=mnist_test_dir, holdout="embedded", pad_to=None)
+    embedded = load("mnist-embedded", "all", pad_to=None)
+    assert len(train) == 55000 and len(val) == 5000
+    # val is the embedded set (every digit of it, with the same labels), train none of them
+    def raw(d):
+        return (d.images.flatten(1) * 255).round().to(torch.uint8).numpy()
+
+    assert data.embedded_rows(raw(val)).all() and len({row.tobytes() for row in raw(val)}) == 5000
+    assert sorted(zip(map(bytes, raw(val)), val.labels.tolist())) == sorted(zip(map(bytes, raw(embedded)),
+                                                                                 embedded.labels.tolist()))
+    assert not data.embedded_rows(raw(train)).any()
+    # the 60,000 training digits' published class counts, less the embedded 500 per class
+    published = torch.tensor([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
+    assert torch.equal(torch.bincount(train.labels), published - 500)
+
+
+def test_embedded_holdout_refuses_what_is_not_full_mnist(tmp_path, write_fake_mnist):
+    write_fake_mnist(tmp_path)
+    with pytest.raises(AvaeError, match="0 of the 5,000 embedded digits"):
+        load("mnist", "train", data_dir=tmp_path, holdout="embedded")
+    with pytest.raises(AvaeError, match="does not apply to data 'mnist-embedded'"):
+        load("mnist-embedded", "train", holdout="embedded")
+    with pytest.raises(AvaeError, match="holdout='sideways'"):
+        load("mnist", "train", data_dir=tmp_path, holdout="sideways")
+    write_fake_mnist(tmp_path / "test-only", parts=("test",))
+    with pytest.raises(AvaeError, match="train-images-idx3-ubyte.gz: not found.*--data mnist-full"):
+        load("mnist", "val", data_dir=tmp_path / "test-only", holdout="embedded")
+
+
+def test_reproduction_splits(mnist_test_dir, tmp_path, write_fake_mnist):
+    train, val, test = data.reproduction_splits("embedded", data_dir=mnist_test_dir, train_limit=50)
+    assert (len(train), len(val), len(test)) == (50, 500, 10000) and train.name == "mnist-embedded"
+    write_fake_mnist(tmp_path, parts=("test",))
+    with pytest.raises(AvaeError, match="preset 'x' trains on full MNIST"):
+        data.reproduction_splits("full", data_dir=tmp_path, where="preset 'x'")
+    with pytest.raises(AvaeError, match="train_data must be one of embedded, full"):
+        data.reproduction_splits("half", data_dir=tmp_path)

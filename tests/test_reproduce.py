@@ -10,7 +10,8 @@ from avae.evaluate.reproduce import PRESETS, AffinePreset, _verdict, render_repo
 TINY = AffinePreset("test", train_images=128, epochs=1, transopt_epochs=2, train_restarts=2, train_steps=1,
                     train_warm_start=True, latent_sizes=(2,), latent_seeds=1, latent_epochs=1, latent_test_images=20,
                     test_images=12, degrees="0:90:90", sweep_method="amortized", eval_restarts=2, eval_steps=1,
-                    batch_size=64, affine_method="amortized", affine_polish=1, pose_net_iterations=3)
+                    batch_size=64, affine_method="amortized", affine_polish=1, pose_net_iterations=3,
+                    table1_search_images=4, ablation_images=64, ablation_epochs=1)
 
 
 def test_reproduce_writes_every_experiment_and_reuses_models(mnist_test_dir, tmp_path, monkeypatch):
@@ -24,8 +25,21 @@ def test_reproduce_writes_every_experiment_and_reuses_models(mnist_test_dir, tmp
                  "fig6_affine_reconstructions.png", "fig7_pose_histograms_1_6_9.png", "fig8_pose_histograms_all.png",
                  "pose_concentration.csv", "latent_size.csv"):
         assert (tmp_path / name).is_file(), name
-    assert [r["model"] for r in summary["table1"]][2:] == [
-        "AVAE, single orientation (X_sub)", "AVAE, random perturbations (X_full)", "AVAE, transformation-optimized"]
+    # Table 1 in the paper's order, each row with its alignment method and the paper-style search beside it
+    table1 = summary["table1"]
+    assert [r["model"] for r in table1] == [
+        "AVAE, transformation-optimized", "AVAE, single orientation (X_sub)", "AVAE, random perturbations (X_full)",
+        "VAE trained upright (single orientation)", "VAE trained on random rotations (ours, not in the paper)"]
+    assert [r["paper"] for r in table1] == [601.2, 608.6, 609.8, 684.4, "-"]
+    assert [r["alignment"] for r in table1] == ["`amortized`"] * 3 + ["none"] * 2
+    assert all("average loss, paper-style search" in r for r in table1)
+    # the VAE row is the upright model's identity loss, the same number the sweep reports
+    assert table1[3]["average loss"] == summary["rotation_sweeps"]["plain"]["average_loss"]["vae"]
+    assert [r["model"] for r in summary["ablation"]] == ["ablation-plain", "ablation-transopt-fast", "ablation-transopt-paper"]
+    configs = {m["model"]: m for m in summary["models"]}
+    assert configs["ablation-transopt-paper"]["search per batch"] == "20 candidates, 10 Adam steps"
+    assert configs["ablation-plain"]["training digits"] == 64 and configs["L8-plain"]["steps"] == 2  # 128 digits / 64
+    assert len(summary["pose_modes_6_9"]) == 2 and summary["fig5_angles"]["angles"] == 2
     # alignment never loses against the same model without it
     sweeps = summary["rotation_sweeps"]
     assert all(s["average_loss"]["avae"] <= s["average_loss"]["vae"] + 1e-6 for s in sweeps.values())
@@ -36,7 +50,8 @@ def test_reproduce_writes_every_experiment_and_reuses_models(mnist_test_dir, tmp
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["preset"]["name"] == "test" and metrics["test_data"]["n_images"] == 12
     report = (tmp_path / "report.md").read_text()
-    assert "preset `test`" in report and "12 digits of the real MNIST test set" in report
+    assert "preset `test`" in report and "12 digits of the real MNIST test set" in report and "resampled `fair`" in report
+    assert "Ablation: a stronger per-batch search" in report and "6 and 9" in report
     assert "method `amortized`" in report and "trained 3 steps" in report and "## Run time" in report
     # amortized alignment trained one pose network per model and pose, beside the model
     nets = sorted(p.relative_to(tmp_path / "models").as_posix() for p in (tmp_path / "models").glob("*/pose-net-*.pt"))
@@ -48,11 +63,19 @@ def test_reproduce_writes_every_experiment_and_reuses_models(mnist_test_dir, tmp
     (tmp_path / "report.md").unlink()
     render_report(tmp_path)
     assert (tmp_path / "report.md").read_text() == report
-    # a second run reuses the trained models instead of training again
-    stamps = {p: p.stat().st_mtime_ns for p in [tmp_path / "models" / "L8-plain" / "checkpoint.pt",
+    # a second run reuses every trained model and every finished stage instead of computing them again
+    stages = sorted((tmp_path / "stages").glob("*.json"))
+    assert {p.stem for p in stages} >= {"sweep-plain", "search-plain", "sweep-ablation-transopt-paper", "latent-size",
+                                        "affine-plain"}
+    stamps = {p: p.stat().st_mtime_ns for p in [*stages, *(tmp_path / "models").glob("*/checkpoint.pt"),
                                                  tmp_path / "models" / "L8-plain" / "pose-net-rotation.pt"]}
-    reproduce_affine_vae(TINY, tmp_path, data_dir=mnist_test_dir, progress=False)
+    again = reproduce_affine_vae(TINY, tmp_path, data_dir=mnist_test_dir, progress=False)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert again["table1"] == summary["table1"]
+    # a stage whose settings changed is computed afresh
+    changed = replace(TINY, eval_steps=2)
+    reproduce_affine_vae(changed, tmp_path, data_dir=mnist_test_dir, progress=False)
+    assert (tmp_path / "stages" / "search-plain.json").stat().st_mtime_ns != stamps[tmp_path / "stages" / "search-plain.json"]
 
 
 def test_presets_scale_up():
@@ -80,16 +103,48 @@ def test_reproduce_needs_the_test_set(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_standard_preset_without_the_training_files_stops_before_any_work(tmp_path, monkeypatch, capsys,
+                                                                         write_fake_mnist):
+    monkeypatch.delenv("AVAE_DATA_DIR", raising=False)
+    write_fake_mnist(tmp_path / "test-only", parts=("test",))
+    out = tmp_path / "r"
+    code = main(["reproduce", "affine-vae", "--preset", "standard", "--data-dir", str(tmp_path / "test-only"),
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "train-images-idx3-ubyte.gz: not found" in err[0] and "--data-dir" in err[0] and "--data mnist-full" in err[0]
+    assert not out.exists()
+    # the same check from Python, before anything is trained or written
+    import pytest
+
+    from avae.errors import AvaeError
+    with pytest.raises(AvaeError, match="train-images-idx3-ubyte.gz: not found"):
+        reproduce_affine_vae(PRESETS["standard"], out, data_dir=tmp_path / "test-only", progress=False)
+    assert not out.exists()
+
+
+def _summary(losses: dict) -> dict:
+    """A summary with Table 1's rows in the paper's order, losses by regime name ('vae': the upright VAE)."""
+    names = {"transform-optimized": "AVAE, transformation-optimized", "plain": "AVAE, single orientation (X_sub)",
+             "random-rotation": "AVAE, random perturbations (X_full)", "vae": "VAE trained upright (single orientation)"}
+    table1 = [{"model": names[k], "average loss": losses[k]} for k in ("transform-optimized", "plain", "random-rotation", "vae")]
+    table1.append({"model": "VAE trained on random rotations (ours, not in the paper)", "average loss": 34.0})
+    return {"table1": table1, "training_seconds_per_epoch": {"plain": 13.0, "transform-optimized": 44.0},
+            "pose_concentration": [{"epoch": 6, "class": c, "circular variance": 0.5, "circular variance (2θ)": 0.3}
+                                   for c in range(10)]}
+
+
 def test_the_report_says_with_numbers_why_transformation_optimized_training_did_not_win():
-    table1 = [{"model": "VAE a", "average loss": 41.0}, {"model": "VAE b", "average loss": 34.0},
-              {"model": "AVAE, single orientation (X_sub)", "average loss": 24.8},
-              {"model": "AVAE, random perturbations (X_full)", "average loss": 30.9},
-              {"model": "AVAE, transformation-optimized", "average loss": 26.7}]
-    summary = {"table1": table1, "training_seconds_per_epoch": {"plain": 13.0, "transform-optimized": 44.0},
-               "pose_concentration": [{"epoch": 15, "class": c, "circular variance": 0.5, "circular variance (2θ)": 0.3}
-                                      for c in range(10)]}
-    preset = {"transopt_epochs": 15, "epochs": 20, "train_restarts": 2, "train_steps": 1, "train_warm_start": True}
-    text = _verdict(summary, preset, 4500)
-    assert "does **not** win" in text and "+7.7 %" in text and "15 epochs" in text and "0.30" in text
-    table1[4]["average loss"] = 20.0
-    assert "as in the paper" in _verdict(summary, preset, 4500)
+    preset = {"transopt_epochs": 6, "epochs": 6, "train_restarts": 2, "train_steps": 1, "train_warm_start": True}
+    text = _verdict(_summary({"transform-optimized": 26.7, "plain": 24.8, "random-rotation": 30.9, "vae": 41.0}),
+                    preset, 55000)
+    assert "inverted: AVAE, single orientation (X_sub) below AVAE, transformation-optimized (24.80 vs 26.70)" in text
+    assert "trails single orientation by 1.90" in text and "+7.7 %" not in text and "(7.7 %" in text
+    assert "55,000 digits" in text and "0.30" in text and "3.4x a plain one" in text
+    # the VAE above an AVAE is an inversion too
+    text = _verdict(_summary({"transform-optimized": 20.0, "plain": 24.8, "random-rotation": 42.0, "vae": 41.0}),
+                    preset, 55000)
+    assert "VAE trained upright (single orientation) below AVAE, random perturbations" in text
+    text = _verdict(_summary({"transform-optimized": 20.0, "plain": 24.8, "random-rotation": 30.9, "vae": 41.0}),
+                    preset, 55000)
+    assert "the paper's order holds" in text and "trails" not in text

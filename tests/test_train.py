@@ -94,6 +94,19 @@ def test_checkpoint_written_atomically_and_readable(runs):
     assert _states_equal(model.state_dict(), payload["state_dict"])
 
 
+def test_export_ships_the_weights_without_the_optimizer(runs, tmp_path):
+    dirs, _, _ = runs
+    (dirs["A"] / "pose-net-rotation.json").write_text("{}")  # a pose network's record travels with the model
+    shipped = checkpoint.export(dirs["A"], tmp_path / "shipped")
+    (dirs["A"] / "pose-net-rotation.json").unlink()
+    payload, original = checkpoint.read(shipped), checkpoint.read(dirs["A"])
+    assert "optimizer" in original and "optimizer" not in payload
+    assert set(payload) - {"path"} == {"format", "format_version", "model", "config", "state_dict", *checkpoint.SHIPPED_STATE}
+    assert _states_equal(payload["state_dict"], original["state_dict"]) and payload["history"] == original["history"]
+    assert sorted(p.name for p in shipped.iterdir()) == ["checkpoint.pt", "config.json", "loss_curve.png", "metrics.json",
+                                                         "pose-net-rotation.json"]
+
+
 def test_resume_from_finished_run_adds_nothing(runs, small):
     """Resuming a run that already reached its epochs trains no further and keeps the weights."""
     dirs, _, _ = runs

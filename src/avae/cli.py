@@ -76,6 +76,12 @@ def _add_align_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, default=None, help="stop refining an image after N steps without gain")
 
 
+def _add_resampling_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resampling", choices=["fair", "paper"], default="fair",
+                   help="how perturbed digits are resampled: fair (default; every angle, 0 included, blurred alike, "
+                        "so the oracle is flat) or paper (plain bilinear: sharp at multiples of 90 degrees)")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -191,7 +197,7 @@ def cmd_evaluate(args) -> None:
     elif args.experiment == "rotation-sweep":
         options = _align_options(args, "rotation")
         result = evaluate.rotation_sweep(model, data, degrees, align_options=options, seed=args.seed,
-                                         progress=not args.quiet)
+                                         progress=not args.quiet, resampling=args.resampling)
         s = result["summary"]
         print(f"mean loss over {len(s['degrees'])} angles: VAE {s['average_loss']['vae']:.2f}, AVAE "
               f"{s['average_loss']['avae']:.2f}, oracle {s['average_loss']['oracle']:.2f} "
@@ -200,7 +206,8 @@ def cmd_evaluate(args) -> None:
                                             align_options=_search_only(options)) if out else []
     else:
         options = _align_options(args, "affine")
-        result = evaluate.affine_perturbation(model, data, align_options=options, seed=args.seed)
+        result = evaluate.affine_perturbation(model, data, align_options=options, seed=args.seed,
+                                              resampling=args.resampling)
         s = result["summary"]
         print(f"random affine perturbations: VAE {s['mean_loss']['vae']:.2f}, AVAE {s['mean_loss']['avae']:.2f}, "
               f"oracle {s['mean_loss']['oracle']:.2f} (alignment: -{100 * s['reduction_by_alignment']:.1f} %)")
@@ -258,7 +265,7 @@ def cmd_demo(args) -> None:
         model = checkpoint.load(source)
     options = {"restarts": args.restarts, "steps": args.steps, "lr": 0.01, "grid": False}
     result = evaluate.rotation_sweep(model, held_out, degrees, align_options=options,
-                                     seed=args.seed, progress=not args.quiet)
+                                     seed=args.seed, progress=not args.quiet, resampling=args.resampling)
     meta = {**provenance(), "checkpoint": source, "data": held_out.describe(), "seed": args.seed, "preset": "demo"}
     report.write_rotation_sweep(result, meta, out, model=model, examples=held_out.images[:10], align_options=options)
     s = result["summary"]
@@ -293,16 +300,25 @@ def cmd_reproduce(args) -> None:
               "autoencoding-vae": ("autoencoding", "reproduce_autoencoding_vae", _print_autoencoding),
               "transformer-vae": ("transformer", "reproduce_transformer_vae", _print_transformer)}
     data_dir = args.data_dir or os.environ.get("AVAE_DATA_DIR")
-    if not data_dir:
+    if args.data == "mnist-full":
+        if args.data_dir:
+            raise AvaeError("--data-dir: not used with --data mnist-full, which downloads full MNIST; pass one of them")
+        data_dir = None
+    elif not data_dir:
         raise AvaeError("--data-dir: the MNIST test set is needed (an IDX dir, e.g. ../shared/data/mnist); "
-                        "pass --data-dir or set AVAE_DATA_DIR")
+                        "pass --data-dir, set AVAE_DATA_DIR, or pass --data mnist-full to download full MNIST")
     module_name, function, show = papers[args.paper]
     module = importlib.import_module(f"avae.evaluate.{module_name}")
     if args.preset not in module.PRESETS:
         raise AvaeError(f"--preset {args.preset}: {args.paper} has presets {', '.join(module.PRESETS)}")
+    preset = module.PRESETS[args.preset]
+    if preset.train_data == "full" and args.data == "mnist":
+        # before --out is made: a missing training file must leave nothing behind
+        from avae.data import require_training_files
+        require_training_files(Path(data_dir).expanduser(), f"--preset {args.preset}")
     out = prepare_out(args.out)
-    show(getattr(module, function)(module.PRESETS[args.preset], out, data_dir=data_dir, seed=args.seed,
-                                   progress=not args.quiet))
+    show(getattr(module, function)(preset, out, data_dir=data_dir, seed=args.seed, progress=not args.quiet,
+                                   data=args.data))
     print(f"report: {out / 'report.md'}")
 
 
@@ -352,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=None, help="use N images (seeded choice; default all)")
     p.add_argument("--degrees", default="0:180:20", help="rotation-sweep angles, START:STOP:STEP or a list")
     p.add_argument("--out", default=None, help="write metrics.json, report.md, CSV and figures here")
+    _add_resampling_option(p)
     _add_data_options(p, "test")
     _add_align_options(p)
     _add_common(p)
@@ -379,8 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="reproduce a paper's experiments: affine-vae, autoencoding-vae, transformer-vae")
     p.add_argument("paper", choices=["affine-vae", "autoencoding-vae", "transformer-vae"])
     p.add_argument("--preset", choices=["quick", "standard", "paper"], default="quick",
-                   help="quick: smoke test (<15 min on 2 cores); standard: all data here; paper: the paper's settings (GPU)")
-    p.add_argument("--data-dir", default=None, help="MNIST IDX dir with the test set (or AVAE_DATA_DIR)")
+                   help="quick: smoke test on the embedded digits (<15 min on 2 cores); standard: full MNIST, "
+                        "hours on 2 cores, resumable; paper: the paper's settings (GPU)")
+    p.add_argument("--data", choices=["mnist", "mnist-full"], default="mnist",
+                   help="mnist (default): the IDX folder --data-dir; mnist-full: download full MNIST (checksummed)")
+    p.add_argument("--data-dir", default=None,
+                   help="MNIST IDX dir with the test set, and the training files for the standard and paper presets "
+                        "(or AVAE_DATA_DIR)")
     p.add_argument("--out", required=True, help="results and models (reused when run again)")
     _add_common(p)
     p.set_defaults(func=cmd_reproduce)
@@ -393,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--train-epochs", type=int, default=0,
                    help="train a fresh VAE for N epochs instead of loading the one avae ships")
+    _add_resampling_option(p)
     _add_common(p)
     p.set_defaults(func=cmd_demo)
     return parser

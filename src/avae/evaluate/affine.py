@@ -72,8 +72,9 @@ def _compare(model, x, truth, pose: str, align_options: dict, seed: int) -> dict
 
 
 def rotation_sweep(model, data, degrees, *, align_options: dict | None = None, seed: int = 0,
-                   progress: bool = True) -> dict:
-    """Loss vs rotation angle (paper Fig. 3): every image turned by each angle in ``degrees``.
+                   progress: bool = True, resampling: str = "fair") -> dict:
+    """Loss vs rotation angle (paper Fig. 3): every image turned by each angle in ``degrees``,
+    resampled the same way at every angle (``resampling``, :mod:`avae.data.perturb`).
 
     Returns ``rows`` (angle, method, mean, sem, n), ``per_image`` (angle, image, vae, avae,
     oracle) and ``summary`` (means over all angles and the reduction by alignment).
@@ -81,7 +82,7 @@ def rotation_sweep(model, data, degrees, *, align_options: dict | None = None, s
     align_options = dict(align_options or {})
     rows, per_image = [], []
     for angle in tqdm(list(degrees), desc="rotation sweep", unit="angle", disable=None if progress else True):
-        x, truth = rotated(data, float(angle))
+        x, truth = rotated(data, float(angle), resampling=resampling)
         losses = _compare(model, x, truth, "rotation", align_options, seed)
         for method in METHODS:
             rows.append({"angle": float(angle), "method": method, **mean_and_sem(losses[method])})
@@ -97,16 +98,19 @@ def rotation_sweep(model, data, degrees, *, align_options: dict | None = None, s
             "reduction_by_alignment": 1 - averages["avae"] / averages["vae"],
             "n_images": len(data),
             "degrees": [float(d) for d in degrees],
+            "resampling": resampling,
             "align": describe_options(align_options),
         },
     }
 
 
 def affine_perturbation(model, data, *, align_options: dict | None = None, seed: int = 0,
-                        max_rotation: float = 180.0, max_shear: float = 55.0, max_scale: float = 0.5) -> dict:
+                        max_rotation: float = 180.0, max_shear: float = 55.0, max_scale: float = 0.5,
+                        resampling: str = "fair") -> dict:
     """Random general affine perturbations (paper section 4.4) and alignment with pose 'affine'."""
     align_options = dict(align_options or {})
-    x, truth = random_affine(data, seed=seed, max_rotation=max_rotation, max_shear=max_shear, max_scale=max_scale)
+    x, truth = random_affine(data, seed=seed, max_rotation=max_rotation, max_shear=max_shear, max_scale=max_scale,
+                             resampling=resampling)
     losses = _compare(model, x, truth, "affine", align_options, seed)
     rows = [{"method": m, **mean_and_sem(losses[m])} for m in METHODS]
     means = {r["method"]: r["mean"] for r in rows}
@@ -119,7 +123,7 @@ def affine_perturbation(model, data, *, align_options: dict | None = None, seed:
             "reduction_by_alignment": 1 - means["avae"] / means["vae"],
             "n_images": len(data),
             "perturbation": {"max_rotation_deg": max_rotation, "max_shear_deg": max_shear,
-                             "max_scale": max_scale, "seed": seed},
+                             "max_scale": max_scale, "seed": seed, "resampling": resampling},
             "align": describe_options(align_options),
         },
     }

@@ -22,7 +22,7 @@ from torch import nn
 
 from avae.attacks import (EncoderClassifier, accuracy, art_available, art_pgd, attack_classifier, attack_representation,
                           fgsm)
-from avae.data import color_mnist, load
+from avae.data import color_mnist, reproduction_splits
 from avae.io import atomic_path, write_json
 from avae.models.autoencoding_vae import post_process_encoder
 from avae.nets.classifier import MNISTNet, train_classifier
@@ -62,6 +62,8 @@ class AutoencodingPreset:
     net: str = "mlp"
     batch_size: int = 64
     lr: float = 1e-4  # the released code's
+    # "embedded" (4,500 / 500 embedded digits) or "full" (full MNIST, avae.data.reproduction_splits)
+    train_data: str = "embedded"
 
 
 PRESETS = {
@@ -78,14 +80,14 @@ PRESETS = {
 }
 
 
-def datasets(preset: AutoencodingPreset, data_dir, seed: int = 0):
-    """ColorMNIST (train, val, test): training digits from mnist-embedded, test digits from the real
-    MNIST test set, 28 x 28, each coloured with a seeded colour."""
-    train = color_mnist(load("mnist-embedded", "train", pad_to=None, seed=seed, limit=preset.train_images), seed=seed)
-    val = color_mnist(load("mnist-embedded", "val", pad_to=None, seed=seed), seed=seed + 1)
-    test = color_mnist(load("mnist", "test", data_dir=data_dir, pad_to=None, seed=seed, limit=preset.test_images),
-                       seed=seed + 2)
-    return train, val, test
+def datasets(preset: AutoencodingPreset, data_dir, seed: int = 0, data: str = "mnist"):
+    """ColorMNIST (train, val, test) of the preset's ``train_data`` (:func:`avae.data.reproduction_splits`)
+    and the real MNIST test set, 28 x 28, each coloured with a seeded colour."""
+    train, val, test = reproduction_splits(preset.train_data, data=data, data_dir=data_dir, seed=seed,
+                                           train_limit=preset.train_images, pad_to=None,
+                                           where=f"preset '{preset.name}'")
+    return (color_mnist(train, seed=seed), color_mnist(val, seed=seed + 1),
+            color_mnist(test.take(preset.test_images, seed), seed=seed + 2))
 
 
 def model_config(preset: AutoencodingPreset, variant: str) -> dict:
@@ -335,12 +337,12 @@ def mnistnet(train, out: Path, preset, seed: int = 0) -> MNISTNet:
 
 
 def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_dir, seed: int = 0,
-                               progress: bool = True) -> dict:
+                               progress: bool = True, data: str = "mnist") -> dict:
     """Train every model, evaluate it, write metrics.json, CSVs, figures and report.md into ``out``."""
     from avae.report import autoencoding as report
 
     out = Path(out)
-    train, val, test = datasets(preset, data_dir, seed)
+    train, val, test = datasets(preset, data_dir, seed, data)
     models, seconds = train_models(preset, train, val, out, seed=seed, progress=progress)
     net = mnistnet(train, out, preset, seed)
     test_net_accuracy = _pct(accuracy(net, test.images, test.labels))

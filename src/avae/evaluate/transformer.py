@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avae.data import load
+from avae.data import reproduction_splits
 from avae.errors import AvaeError
 from avae.io import write_json
 from avae.models.transformer_vae import importance_sampled_bounds, make_transformer
@@ -126,6 +126,8 @@ class TransformerPreset:
     # (training seeds seed, seed + 1, ...) and the tables compare means over the runs: one run's test error
     # moves by about 2 nats, and its SVM accuracy by about a point, with the training seed alone
     replicates: int = 1
+    # "embedded" (4,500 / 500 embedded digits) or "full" (full MNIST, avae.data.reproduction_splits)
+    train_data: str = "embedded"
 
     def fig5_specs(self) -> list[ModelSpec]:
         specs = []
@@ -175,13 +177,13 @@ PRESETS = {
 
 
 # ----------------------------------------------------------------------------------- experiments
-def preset_data(preset: TransformerPreset, data_dir, seed: int = 0):
-    """(train, val, test) as the preset uses them: the embedded training digits (seed-``seed`` split)
-    and the MNIST test set in ``data_dir``, at the thesis's 28x28 (no padding, so the dense nets stay small)."""
-    train = load("mnist-embedded", "train", seed=seed, limit=preset.train_images, pad_to=None)
-    val = load("mnist-embedded", "val", seed=seed, pad_to=None)
-    test = load("mnist", "test", data_dir=data_dir, seed=seed, limit=preset.test_images, pad_to=None)
-    return train, val, test
+def preset_data(preset: TransformerPreset, data_dir, seed: int = 0, data: str = "mnist"):
+    """(train, val, test) as the preset uses them (its ``train_data``, :func:`avae.data.reproduction_splits`),
+    at the thesis's 28x28 (no padding, so the dense nets stay small)."""
+    train, val, test = reproduction_splits(preset.train_data, data=data, data_dir=data_dir, seed=seed,
+                                           train_limit=preset.train_images, pad_to=None,
+                                           where=f"preset '{preset.name}'")
+    return train, val, test.take(preset.test_images, seed)
 
 
 def train_models(specs, train, val, out: Path, preset: TransformerPreset, seed: int = 0, progress: bool = True) -> dict:
@@ -363,7 +365,7 @@ def importance_rows(models: dict, test, *, samples: int, seed: int = 0) -> list[
 
 # ----------------------------------------------------------------------------------- the command
 def reproduce_transformer_vae(preset: TransformerPreset, out: Path, *, data_dir, seed: int = 0,
-                              progress: bool = True) -> dict:
+                              progress: bool = True, data: str = "mnist") -> dict:
     """Train what the preset names, run every experiment, write metrics.json, CSVs, figures and
     report.md into ``out``; returns the summary stored in metrics.json."""
     from avae.report import transformer as report
@@ -371,7 +373,7 @@ def reproduce_transformer_vae(preset: TransformerPreset, out: Path, *, data_dir,
     out = Path(out)
     began = time.perf_counter()
     torch.manual_seed(seed)
-    train, val, test = preset_data(preset, data_dir, seed)
+    train, val, test = preset_data(preset, data_dir, seed, data)
     is_test = test.take(preset.is_images, seed=seed)
     models = train_models(preset.all_specs(), train, val, out, preset, seed=seed, progress=progress)
     train_seconds = {s.name: _training_seconds(out / "models" / s.name) for s in models}

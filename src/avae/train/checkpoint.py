@@ -57,6 +57,25 @@ def save(model, path: str | Path, **state) -> Path:
     return path
 
 
+SHIPPED_STATE = ("epoch", "history", "train_config", "data")  # what an exported model keeps besides its weights
+
+
+def export(run_dir: str | Path, dest: str | Path) -> Path:
+    """Copy a finished run to ``dest`` as a model to ship: its weights, config and training record,
+    without the optimizer or regime state that only resuming needs; ``metrics.json``, the loss curve
+    and the pose networks (``pose-net-*.pt`` and ``.json``) beside it are copied as they are."""
+    import shutil
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    payload = read(run_dir)
+    model = model_from_payload(payload)
+    save(model, dest / FILENAME, **{k: payload[k] for k in SHIPPED_STATE if k in payload})
+    for pattern in ("metrics.json", "loss_curve.png", "pose-net-*.pt", "pose-net-*.json"):
+        for file in sorted(run_dir.glob(pattern)):
+            shutil.copyfile(file, dest / file.name)
+    return dest
+
+
 def _kinds() -> dict:
     """Everything a checkpoint can hold: the models, and networks that serve them."""
     from avae.models import MODELS
