@@ -26,7 +26,7 @@ from avae.train import TrainConfig, fit
 from common import base_parser, parse, write_results
 
 SEARCHES = {
-    "paper (20 restarts, 10 steps)": {"pose_restarts": 20, "pose_steps": 10},
+    "20 restarts, 10 steps": {"pose_restarts": 20, "pose_steps": 10},
     "fast: warm start + 2 restarts, polish 1": {"pose_restarts": 2, "pose_steps": 0, "pose_polish": 1,
                                                "pose_warm_start": True},
     "fast: warm start + 2 restarts, polish 2": {"pose_restarts": 2, "pose_steps": 0, "pose_polish": 2,

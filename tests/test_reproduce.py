@@ -37,7 +37,7 @@ def test_reproduce_writes_every_experiment_and_reuses_models(mnist_test_dir, tmp
     assert table1[3]["average loss"] == summary["rotation_sweeps"]["plain"]["average_loss"]["vae"]
     assert [r["model"] for r in summary["ablation"]] == ["ablation-plain", "ablation-transopt-fast", "ablation-transopt-paper"]
     configs = {m["model"]: m for m in summary["models"]}
-    assert configs["ablation-transopt-paper"]["search per batch"] == "20 candidates, 10 Adam steps"
+    assert configs["ablation-transopt-paper"]["search per batch"] == "20 candidates, 5 Adam steps"
     assert configs["ablation-plain"]["training digits"] == 64 and configs["L8-plain"]["steps"] == 2  # 128 digits / 64
     assert len(summary["pose_modes_6_9"]) == 2 and summary["fig5_angles"]["angles"] == 2
     # alignment never loses against the same model without it
@@ -83,7 +83,7 @@ def test_presets_scale_up():
     # standard and paper use the whole test set
     assert quick.test_images < 10_000 and standard.test_images is None and paper.test_images is None
     assert paper.sweep_method == paper.affine_method == "search"
-    assert paper.epochs == 200 and paper.batch_size == 256 and (paper.train_restarts, paper.train_steps) == (20, 10)
+    assert paper.epochs == 200 and paper.batch_size == 256 and (paper.train_restarts, paper.train_steps) == (20, 5)
 
 
 def test_presets_reject_settings_that_cannot_run():

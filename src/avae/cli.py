@@ -340,8 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variance", type=float, default=0.5, help="Gaussian variance (0.5 = summed squared error)")
     p.add_argument("--regime", choices=sorted(REGIMES), default="plain")
     g = p.add_argument_group("transform-optimized regime: the pose search on every batch (defaults: the paper's)")
-    g.add_argument("--pose-restarts", type=int, default=20, help="candidate poses per image (paper: 20)")
-    g.add_argument("--pose-steps", type=int, default=10, help="Adam steps on the poses (paper: 10)")
+    g.add_argument("--pose-restarts", type=int, default=20, help="candidate poses per image (the original code: 20)")
+    g.add_argument("--pose-steps", type=int, default=5, help="Adam steps on the poses (the original code: 5)")
     g.add_argument("--pose-polish", type=int, default=0, help="rounds of derivative-free local search")
     g.add_argument("--pose-warm-start", action="store_true",
                    help="also try each image's pose of the previous epoch (fast: with --pose-restarts 2 "

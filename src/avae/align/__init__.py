@@ -214,8 +214,9 @@ def align(
     batch_size: int = 256,
     progress: bool = False,
 ) -> AlignResult:
-    """Find, per image, the pose that minimises the model's loss. Defaults are the paper's
-    evaluation setting (30 restarts, 20 Adam steps at lr 0.01, deterministic encoding). ``model``
+    """Find, per image, the pose that minimises the model's loss. Defaults are the original
+    code's evaluation setting (30 restarts, 20 Adam steps at lr 0.01, deterministic encoding: Adam at lr
+    0.01 in its model/model.py, the counts in its figures' names, `sgd20_r30`; the paper gives no numbers). ``model``
     is any :mod:`avae.models` model (or an :class:`AffineVAE`); its weights are not changed.
     ``x`` must be on the model's device: the search makes every tensor there, in ``x``'s dtype, and
     returns its result there (random candidates are drawn on the CPU, the same on every device, and

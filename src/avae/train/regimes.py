@@ -43,7 +43,7 @@ class RandomRotation:
 
 
 class TransformOptimized:
-    """Pose search on every batch (paper: 20 restarts, 10 Adam steps), then a step on the weights.
+    """Pose search on every batch (the original code: 20 restarts, 5 Adam steps), then a step on the weights.
 
     Records, per epoch, the canonical angle of every training image: the random rotation it was
     given plus the optimised pose, in degrees [0, 360), for the per-class histograms (Figs. 7, 8).
