@@ -358,3 +358,37 @@ def test_bad_training_option(digits_npz, tmp_path, capsys):
     user_error(run(capsys, "train", "--data", digits_npz, "--out", tmp_path / "run", "--epochs", "0",
                    "--batch-size", "64", "--quiet"), "epochs")
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- every model's options
+@pytest.mark.parametrize("argv,expected", [
+    (["--model", "tvae", "--transformer", "tps", "--tps-grid", "4", "--prior", "full", "--pose-rank", "5"],
+     {"transformer": "tps", "tps_grid": 4, "prior": "full", "rank": 5, "net": "mlp", "likelihood": "bernoulli",
+      "image_size": 28}),
+    (["--model", "dtvae", "--transformer", "affine5", "--prior", "diagonal", "--localization-hidden", "32",
+      "--likelihood", "gaussian", "--variance", "0.25"],
+     {"transformer": "affine5", "prior": "diagonal", "localization_hidden": 32, "likelihood": "gaussian",
+      "variance": 0.25}),
+    (["--model", "vae", "--net", "mlp"], {"net": "mlp", "likelihood": "gaussian", "image_size": 40}),
+])
+def test_model_options_reach_the_checkpoint_config(digits_npz, tmp_path, capsys, argv, expected):
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--data", digits_npz, "--latent", "3", "--out", out, "--epochs", "1",
+                       "--batch-size", "512", "--quiet", *argv)  # one step on 270 real digits
+    assert code == 0, err
+    config = avae.train.checkpoint.read(out)["config"]
+    assert {k: config[k] for k in expected} == expected and config["latent"] == 3
+    model = avae.load(out)
+    assert model.name == argv[1]
+
+
+@pytest.mark.parametrize("argv,names", [
+    (["--model", "vae", "--prior", "full"], ["--prior full", "tvae or dtvae", "--model vae"]),
+    (["--model", "autoencoding-vae", "--transformer", "tps"], ["--transformer tps", "--model autoencoding-vae"]),
+    (["--model", "tvae", "--localization-hidden", "8"], ["--localization-hidden 8", "dtvae"]),
+    (["--model", "tvae", "--pose-rank", "3"], ["--pose-rank 3", "--prior full", "--prior none"]),
+])
+def test_options_the_model_lacks_are_refused_before_anything_is_written(digits_npz, tmp_path, capsys, argv, names):
+    out = tmp_path / "run"
+    user_error(run(capsys, "train", "--data", digits_npz, "--out", out, *EPOCH, *argv), *names)
+    assert not out.exists()

@@ -50,7 +50,7 @@ def _add_data_options(p: argparse.ArgumentParser, split: str) -> None:
     g.add_argument("--data-dir", default=None, help="IDX directory for --data mnist")
     g.add_argument("--split", default=split, help=f"train, val, test or all (default {split})")
     g.add_argument("--pad", type=int, default=None,
-                   help="zero-pad images to this size (default 40 for training, the checkpoint's size otherwise; 0 = none)")
+                   help="zero-pad images to this size (default: 40 to train --model vae, none (28x28) for the other models, the checkpoint's size otherwise; 0 = none)")
     g.add_argument("--normalize", action="store_true", help="mean/std normalisation, as the paper")
 
 
@@ -97,16 +97,52 @@ def _load_data(args, split: str | None = None, limit: int | None = None):
 
 
 # ----------------------------------------------------------------------------------- commands
+# Options of `avae train` that set one model's config field: option -> (field, the models it applies to).
+# Left unset, the model's own default holds (the Transformer VAE's dense nets and Bernoulli likelihood,
+# the conv VAE's conv net and Gaussian likelihood).
+MODEL_OPTIONS = {
+    "net": ("net", ("vae", "tvae", "dtvae", "autoencoding-vae")),
+    "likelihood": ("likelihood", ("vae", "tvae", "dtvae", "autoencoding-vae")),
+    "variance": ("variance", ("vae", "tvae", "dtvae", "autoencoding-vae")),
+    "transformer": ("transformer", ("tvae", "dtvae")),
+    "tps_grid": ("tps_grid", ("tvae", "dtvae")),
+    "prior": ("prior", ("tvae", "dtvae")),
+    "pose_rank": ("rank", ("tvae", "dtvae")),
+    "localization_hidden": ("localization_hidden", ("dtvae",)),
+}
+
+
+def _model_options(args) -> dict:
+    """The config fields that ``avae train``'s model options set; an option the chosen model does not
+    have is refused with one line, before anything is loaded or written."""
+    fields = {}
+    for option, (field, models) in MODEL_OPTIONS.items():
+        value = getattr(args, option)
+        if value is None:
+            continue
+        if args.model not in models:
+            raise AvaeError(f"--{option.replace('_', '-')} {value}: applies to --model {' or '.join(models)}, "
+                            f"not to --model {args.model}")
+        fields[field] = value
+    if "rank" in fields and fields.get("prior") != "full":
+        raise AvaeError(f"--pose-rank {fields['rank']}: sets the dimension of u under --prior full; "
+                        f"got --prior {fields.get('prior', 'none')}")
+    return fields
+
+
 def cmd_train(args) -> None:
     from avae.train import TrainConfig, fit
     from avae.config import config_from_dict
 
+    model_options = _model_options(args)
+    if args.pad is None:  # the conv VAE's paper pads to 40x40; the other papers use 28x28 digits
+        args.pad = 40 if args.model == "vae" else 0
     train_data = _load_data(args, "train")
     val_data = _load_data(args, "val")
     model_config = {
         "latent": args.latent, "channels": int(train_data.images.shape[1]),
-        "image_size": int(train_data.images.shape[-1]), "net": args.net, "likelihood": args.likelihood,
-        "variance": args.variance, "output": "linear" if args.normalize else "sigmoid",
+        "image_size": int(train_data.images.shape[-1]), "output": "linear" if args.normalize else "sigmoid",
+        **model_options,
     }
     config = config_from_dict(TrainConfig, {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -334,10 +370,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model; checkpoints each epoch, --resume continues")
     p.add_argument("--model", choices=sorted(MODELS), default="vae")
-    p.add_argument("--latent", type=int, default=8, help="latent size L (paper: 8)")
-    p.add_argument("--net", choices=["conv", "mlp"], default="conv")
-    p.add_argument("--likelihood", choices=["gaussian", "bernoulli"], default="gaussian")
-    p.add_argument("--variance", type=float, default=0.5, help="Gaussian variance (0.5 = summed squared error)")
+    p.add_argument("--latent", type=int, default=8, help="latent size L (paper: 8); dim z for tvae and dtvae")
+    p.add_argument("--net", choices=["conv", "mlp"], default=None,
+                   help="encoder/decoder nets (default: the model's: conv for vae, mlp for the others)")
+    p.add_argument("--likelihood", choices=["gaussian", "bernoulli"], default=None,
+                   help="default: the model's (gaussian for vae and autoencoding-vae, bernoulli for tvae and dtvae)")
+    p.add_argument("--variance", type=float, default=None, help="Gaussian variance (default 0.5 = summed squared error)")
+    g = p.add_argument_group("Transformer VAE (--model tvae or dtvae)")
+    from avae.models.transformer_vae import PRIORS, TRANSFORMERS
+    g.add_argument("--transformer", choices=sorted(TRANSFORMERS), default=None,
+                   help="pose family of u: affine (6 dof, default), affine5 (the thesis's 5-dof form), tps")
+    g.add_argument("--tps-grid", type=int, default=None, help="tps: control points per side (default 3)")
+    g.add_argument("--prior", choices=PRIORS, default=None,
+                   help="prior on u: none (default), diagonal (learned mean and variance), full (pose = W u + b)")
+    g.add_argument("--pose-rank", type=int, default=None,
+                   help="--prior full: dimension of u (default: the transformer's degrees of freedom)")
+    g.add_argument("--localization-hidden", type=int, default=None, help="dtvae: units of the localization net")
     p.add_argument("--regime", choices=sorted(REGIMES), default="plain")
     g = p.add_argument_group("transform-optimized regime: the pose search on every batch (defaults: the paper's)")
     g.add_argument("--pose-restarts", type=int, default=20, help="candidate poses per image (the original code: 20)")

@@ -261,8 +261,10 @@ def reproduce_affine_vae(preset: AffinePreset, out: Path, *, data_dir, seed: int
             kept["subset_rows"] = _subset_rows(result["per_image"], search_index)
         return kept
 
+    pose_nets = {"iterations": preset.pose_net_iterations, "digits": len(pose_train)}  # what describe_options omits
     sweeps = {r: stage("rotation sweeps", f"sweep-{r}", {"model": _model_key(out, f"L8-{r}"), "subset": n_search,
-                                                         "align": describe_options(sweep_options[r])},
+                                                         "align": describe_options(sweep_options[r]),
+                                                         "pose nets": pose_nets},
                        lambda r=r: sweep(L8[r], test, sweep_options[r])) for r in L8}
     searched = {}
     if n_search:
@@ -285,7 +287,7 @@ def reproduce_affine_vae(preset: AffinePreset, out: Path, *, data_dir, seed: int
 
     # Section 4.4 and Fig. 6: general affine perturbations.
     affine = {r: stage("affine perturbations", f"affine-{r}", {"model": _model_key(out, f"L8-{r}"),
-                                                               "align": describe_options(o)},
+                                                               "align": describe_options(o), "pose nets": pose_nets},
                        lambda r=r, o=o: {"summary": affine_perturbation(L8[r], test, seed=seed, align_options=o,
                                                                         resampling=resampling)["summary"]})["summary"]
               for r, o in affine_options.items()}
