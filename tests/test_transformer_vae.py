@@ -66,6 +66,28 @@ def test_affine_unpose_inverts_pose():
     assert (back - blob).abs().max() < 0.06 and (t.pose(blob, theta) - blob).abs().max() > 0.3  # resampled twice
 
 
+def test_affine5_is_the_thesis_matrix_and_unpose_inverts_it():
+    """u = (psi, Sx, Sy, Tx, Ty) gives [[Sx cos psi, -Sx sin psi, Sx Tx], [Sy sin psi, Sy cos psi, Sy Ty]]
+    (the thesis's diag(Sx, Sy) [R(psi) | T], not R(psi) diag(Sx, Sy) | T)."""
+    t = make_transformer("affine5")
+    u = torch.tensor([[0.3, 1.2, 0.8, 0.1, -0.2], [-1.0, 0.9, 1.1, -0.05, 0.15]])
+    psi, sx, sy, tx, ty = u.T
+    expected = torch.stack([torch.stack([sx * psi.cos(), -sx * psi.sin(), sx * tx], -1),
+                            torch.stack([sy * psi.sin(), sy * psi.cos(), sy * ty], -1)], -2)
+    assert torch.allclose(t.matrix(u), expected)
+    # the other order differs whenever the scales differ and the angle is not a multiple of pi
+    other = torch.stack([torch.stack([sx * psi.cos(), -sy * psi.sin(), tx], -1),
+                         torch.stack([sx * psi.sin(), sy * psi.cos(), ty], -1)], -2)
+    assert not torch.allclose(t.matrix(u), other, atol=1e-2)
+    # inverse_matrix is the inverse map, and unpose undoes pose up to resampling
+    homogeneous = lambda m: torch.cat([m, torch.tensor([[[0.0, 0.0, 1.0]]]).expand(len(m), 1, 3)], 1)  # noqa: E731
+    assert torch.allclose(homogeneous(t.inverse_matrix(u)) @ homogeneous(t.matrix(u)), torch.eye(3).expand(2, 3, 3),
+                          atol=1e-6)
+    blob = torch.exp(-((torch.linspace(-1, 1, 28)[:, None] ** 2 + torch.linspace(-1, 1, 28) ** 2) / 0.1))[None, None]
+    back = t.unpose(t.pose(blob.expand(2, 1, 28, 28), u), u)
+    assert (back - blob).abs().max() < 0.06
+
+
 def _monte_carlo_kl(q, p, n=200_000):
     u = q.sample((n,))
     return (q.log_prob(u) - p.log_prob(u)).mean(0)

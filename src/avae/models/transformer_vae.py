@@ -10,8 +10,8 @@ Both add a pose latent ``u`` beside the content latent ``z``:
   ``x_hat = T_u(decode(z))``, ``z ~ q(z | T_u^-1(x))``.
 
 Transformers (all start at the identity: the pose head has zero weights and an identity bias):
-``affine`` (the 2x3 sampling matrix, 6 degrees of freedom), ``affine5`` (the thesis's
-reparametrisation: rotation, log x-scale, log y-scale, x- and y-translation) and ``tps`` (offsets of
+``affine`` (the 2x3 sampling matrix, 6 degrees of freedom), ``affine5`` (the thesis's 5 degrees of
+freedom: diag(Sx, Sy) [R(psi) | T], with u = (psi, Sx, Sy, Tx, Ty)) and ``tps`` (offsets of
 a 3x3 grid of thin-plate-spline control points, 18 degrees of freedom). ``pose(canonical, u)`` moves
 the canonical image into the image's frame and ``unpose(x, u)`` undoes it (exactly for the affine
 transformers, at the control points for the TPS). The affine poses are sampling matrices, as in a
@@ -20,7 +20,7 @@ where the canonical content at each control point goes.
 
 Priors on u (thesis section V.iii): ``none`` (u deterministic, no KL term), ``diagonal`` (a normal
 prior with a learned mean and variance on the pose parameters, eq. 7; with ``affine5`` this is the
-prior on the 5-degree reparametrisation) and ``full`` (u ~ N(0, I) of dimension ``rank`` and pose =
+prior on (psi, Sx, Sy, Tx, Ty)) and ``full`` (u ~ N(0, I) of dimension ``rank`` and pose =
 W u + b with W, b learned: a full-covariance normal prior on the pose when rank = degrees of freedom).
 The loss is the negative ELBO: Bernoulli nll (means clipped to [1e-6, 1 - 1e-6]) + KL(z) + KL(u).
 """
@@ -37,7 +37,7 @@ from avae.models.likelihoods import kl_standard_normal
 from avae.models.vae import VAEConfig, LatentVariableModel
 from avae.nets import DECODERS, ENCODERS
 from avae.nets.localization import LocalizationNet
-from avae.transforms import PoseFamily, inverse_warp, sample_with, tps_unwarp, tps_warp, warp
+from avae.transforms import sample_with, tps_unwarp, tps_warp
 
 PRIORS = ("none", "diagonal", "full")
 # Initial standard deviation of q(u|x) and of the prior on u (in pose units: 0.1 = 10 % of a scale,
@@ -69,19 +69,38 @@ class AffineTransformer:
 
 
 class Affine5Transformer:
-    """The thesis's 5-degree reparametrisation: sampling matrix R(angle) diag(sx, sy) | (tx, ty)."""
+    """The thesis's 5 degrees of freedom u = (psi, Sx, Sy, Tx, Ty), as its sampling matrix
+    [[Sx cos psi, -Sx sin psi, Sx Tx], [Sy sin psi, Sy cos psi, Sy Ty]] = diag(Sx, Sy) [R(psi) | T]
+    (identity at u = (0, 1, 1, 0, 0)): output pixel p reads the canonical image at that matrix times p."""
 
     name, dof = "affine5", 5
-    family = PoseFamily("affine5", ("angle", "log_sx", "log_sy", "tx", "ty"))
 
     def identity(self) -> torch.Tensor:
-        return torch.zeros(5)
+        return torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0])
+
+    @staticmethod
+    def matrix(params: torch.Tensor) -> torch.Tensor:
+        """(N, 5) -> (N, 2, 3): the thesis's sampling matrix."""
+        psi, sx, sy, tx, ty = params.unbind(-1)
+        cos, sin = torch.cos(psi), torch.sin(psi)
+        return torch.stack([torch.stack([sx * cos, -sx * sin, sx * tx], -1),
+                            torch.stack([sy * sin, sy * cos, sy * ty], -1)], -2)
+
+    @staticmethod
+    def inverse_matrix(params: torch.Tensor) -> torch.Tensor:
+        """(N, 5) -> (N, 2, 3): the inverse map, [R(-psi) diag(1/Sx, 1/Sy) | -R(-psi) T]."""
+        psi, sx, sy, tx, ty = params.unbind(-1)
+        # a collapsed scale stays finite (as the 6-dof transformer's determinant)
+        inv_sx, inv_sy = (1 / torch.where(s < 0, -1.0, 1.0) / s.abs().clamp_min(1e-3) for s in (sx, sy))
+        cos, sin = torch.cos(psi), torch.sin(psi)
+        return torch.stack([torch.stack([cos * inv_sx, sin * inv_sy, -(cos * tx + sin * ty)], -1),
+                            torch.stack([-sin * inv_sx, cos * inv_sy, sin * tx - cos * ty], -1)], -2)
 
     def pose(self, canonical: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        return inverse_warp(canonical, params, self.family)  # samples with family.matrix(params)
+        return sample_with(canonical, self.matrix(params))
 
     def unpose(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        return warp(x, params, self.family)
+        return sample_with(x, self.inverse_matrix(params))
 
 
 class TPSTransformer:
