@@ -369,7 +369,8 @@ def test_bad_training_option(digits_npz, tmp_path, capsys):
       "--likelihood", "gaussian", "--variance", "0.25"],
      {"transformer": "affine5", "prior": "diagonal", "localization_hidden": 32, "likelihood": "gaussian",
       "variance": 0.25}),
-    (["--model", "vae", "--net", "mlp"], {"net": "mlp", "likelihood": "gaussian", "image_size": 40}),
+    (["--model", "vae", "--net", "mlp", "--optimizer", "adadelta", "--lr", "1.0"],
+     {"net": "mlp", "likelihood": "gaussian", "image_size": 40}),
 ])
 def test_model_options_reach_the_checkpoint_config(digits_npz, tmp_path, capsys, argv, expected):
     out = tmp_path / "run"
@@ -380,6 +381,8 @@ def test_model_options_reach_the_checkpoint_config(digits_npz, tmp_path, capsys,
     assert {k: config[k] for k in expected} == expected and config["latent"] == 3
     model = avae.load(out)
     assert model.name == argv[1]
+    train_config = avae.train.checkpoint.read(out)["train_config"]
+    assert train_config["optimizer"] == ("adadelta" if "adadelta" in argv else "adam")
 
 
 @pytest.mark.parametrize("argv,names", [

@@ -196,3 +196,16 @@ def test_unknown_lr_schedule_is_refused_before_training(small, tmp_path):
     with pytest.raises(AvaeError, match="lr_schedule"):
         fit("vae", MODEL, train, val, _config(1, lr_schedule="linear"), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_adadelta_is_the_optimizer_it_names(small, tmp_path):
+    """optimizer='adadelta' steps with torch's Adadelta (its state holds the running averages of squared
+    gradients and updates), and a resume with another optimizer is refused."""
+    train, val = small
+    fit("vae", MODEL, train, val, _config(1, optimizer="adadelta", lr=1.0), tmp_path, progress=False)
+    state = checkpoint.read(tmp_path)["optimizer"]["state"]
+    assert state and all({"square_avg", "acc_delta"} <= set(s) for s in state.values())
+    with pytest.raises(Exception, match="different settings"):
+        fit("vae", MODEL, train, val, _config(2, lr=1.0), tmp_path, resume=True, progress=False)
+    with pytest.raises(Exception, match="field 'optimizer'"):
+        TrainConfig(optimizer="sgd").validate()

@@ -146,7 +146,8 @@ def cmd_train(args) -> None:
     }
     config = config_from_dict(TrainConfig, {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "weight_decay": args.weight_decay, "lr_schedule": args.lr_schedule, "seed": args.seed, "regime": args.regime,
+        "weight_decay": args.weight_decay, "lr_schedule": args.lr_schedule, "optimizer": args.optimizer,
+        "seed": args.seed, "regime": args.regime,
         "pose_restarts": args.pose_restarts, "pose_steps": args.pose_steps, "pose_polish": args.pose_polish,
         "pose_warm_start": args.pose_warm_start,
         "skip_nonfinite": args.skip_nonfinite,
@@ -362,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     from avae import __version__
     from avae.models import MODELS
     from avae.train import REGIMES
-    from avae.train.loop import LR_SCHEDULES
+    from avae.train.loop import LR_SCHEDULES, OPTIMIZERS
 
     parser = argparse.ArgumentParser(prog="avae", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"avae {__version__}")
@@ -397,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
+                   help="adam (default) or adadelta (Vive's thesis; use --lr 1.0, Adadelta's usual scale)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
                    help="cosine: decay the learning rate to 0 over the epochs (per epoch)")
     p.add_argument("--weight-decay", type=float, default=5e-4)

@@ -19,6 +19,7 @@ from avae.data import reproduction_splits, rotated
 from avae.errors import AvaeError
 from avae.evaluate.affine import METHODS, affine_perturbation, describe_options, parse_degrees, rotation_sweep
 from avae.evaluate.poses import concentration_table, mode_gap_table
+from avae.config import config_to_dict
 from avae.io import write_json, write_text
 from avae.report import affine as affine_report
 from avae.report.figures import lines_with_error, pose_histograms
@@ -178,7 +179,9 @@ def _stage(out: Path, name: str, key: dict, compute) -> tuple[dict, float]:
 def _model_key(out: Path, name: str) -> dict:
     """What identifies a trained model for the stage cache: its settings and its last epoch."""
     metrics = json.loads((out / "models" / name / "metrics.json").read_text())
-    return {"train_config": metrics["train_config"], "data": metrics["data"], "epochs": len(metrics["history"]),
+    # defaults filled in, so that a training option added later (with its default) changes no key
+    train_config = {**config_to_dict(TrainConfig()), **metrics["train_config"]}
+    return {"train_config": train_config, "data": metrics["data"], "epochs": len(metrics["history"]),
             "last": metrics["history"][-1].get("train_loss")}
 
 

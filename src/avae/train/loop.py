@@ -37,6 +37,9 @@ from avae.train.regimes import REGIMES, make_regime
 # Training options that may change when a run is resumed.
 RESUMABLE_CHANGES = ("epochs", "skip_nonfinite")
 LR_SCHEDULES = ("constant", "cosine")
+# "adam" (Bidart & Wong's, Cemgil et al.'s) or "adadelta" (Vivé's thesis: "every presented model can
+# converge in 50 epochs" with Adadelta; its lr is the usual 1.0 scale of the Adadelta update)
+OPTIMIZERS = {"adam": torch.optim.Adam, "adadelta": torch.optim.Adadelta}
 
 
 def epoch_lr(config: "TrainConfig", epoch: int) -> float:
@@ -55,6 +58,7 @@ class TrainConfig:
     # "constant", or "cosine": each epoch e of E runs at lr * (1 + cos(pi * e / E)) / 2, so the last
     # epochs take small steps and settle instead of hovering at the noise level of a constant rate
     lr_schedule: str = "constant"
+    optimizer: str = "adam"  # see OPTIMIZERS
     seed: int = 0
     regime: str = "plain"
     # Pose search of the transform-optimized regime: the original code's training config takes 20
@@ -72,6 +76,8 @@ class TrainConfig:
     def validate(self, where: str = "train config") -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:
             raise AvaeError(f"{where}: epochs and batch_size must be >= 1, lr > 0, weight_decay >= 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise AvaeError(f"{where}: field 'optimizer' must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise AvaeError(f"{where}: field 'lr_schedule' must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.regime not in REGIMES:
@@ -195,7 +201,7 @@ def fit(
     model = checkpoint.build(model_name, model_config, "model")
     model.check_input(train_data.images, f"{train_data.name} ({train_data.split})")
     model.to(ctx.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     regime = make_regime(config, n_images=len(train_data))
     history: list[dict] = []
     start_epoch, position = 0, None
