@@ -52,32 +52,42 @@ CPU_ON_PURPOSE = {
         "the search's seed, drawn on the CPU generator and read as a Python int (never a device tensor)",
     ("train/loop.py", "fit", "randperm"):
         "the epoch's order on the CPU generator (seeded); each batch indexes the images with index.to(device)",
+    ("attacks.py", "pgd_linf", "rand"):
+        "the random start drawn on the CPU generator (seeded), then moved with .to(x.device)",
     ("train/loop.py", "per_image_loss", "empty"):
         "validation losses are collected on the CPU (each batch's terms are moved with .cpu())",
 }
 
 
 class FactoryRecorder(TorchFunctionMode):
-    """Records (file, function, factory, line) of factory calls from avae's source with no device."""
+    """Records (file, function, factory, line) of factory calls from avae's source with no device, and
+    those that pass both a generator and a device: avae's generators live on the CPU, and PyTorch refuses
+    a CPU generator for a CUDA tensor, so such a call works here and fails on a GPU."""
 
     def __init__(self):
         super().__init__()
         self.calls: list[tuple[str, str, str, int]] = []
+        self.generator_with_device: list[str] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in FACTORIES and kwargs.get("device") is None:
+        no_device = kwargs.get("device") is None
+        if func in FACTORIES and (no_device or kwargs.get("generator") is not None):
             frame = sys._getframe(1)  # the Python code that called the factory (C++ functions have no frame)
             path = Path(frame.f_code.co_filename).resolve()
             if path.is_relative_to(SOURCE):
-                self.calls.append((path.relative_to(SOURCE).as_posix(), frame.f_code.co_qualname,
-                                   func.__name__, frame.f_lineno))
+                where = (path.relative_to(SOURCE).as_posix(), frame.f_code.co_qualname, func.__name__, frame.f_lineno)
+                if no_device:
+                    self.calls.append(where)
+                else:
+                    self.generator_with_device.append(f"src/avae/{where[0]}:{where[3]} {where[1]}: torch.{where[2]}"
+                                                      "(..., generator=, device=)")
         return func(*args, **kwargs)
 
     def unexplained(self) -> list[str]:
         return sorted({f"src/avae/{file}:{line} {function}: torch.{factory}(...) without device="
                        for file, function, factory, line in self.calls
-                       if (file, function, factory) not in CPU_ON_PURPOSE})
+                       if (file, function, factory) not in CPU_ON_PURPOSE} | set(self.generator_with_device))
 
 
 def small_vae(dtype=torch.float32) -> VAE:
@@ -105,6 +115,24 @@ def test_the_recorder_catches_a_factory_without_device():
         torch.zeros(2)  # called from the test, not from avae
     assert [call[:3] for call in recorder.calls] == [("transforms/poses.py", "PoseFamily.identity", "zeros")]
     assert len(recorder.unexplained()) == 1
+
+
+def test_attacks_draw_their_random_start_on_the_cpu_generator_and_move_it(embedded_digits):
+    """PGD's random start: a CPU generator with device=x.device works on the CPU and fails on a GPU; the
+    recorder flags that pattern, and the start is drawn on the generator, then moved."""
+    from avae.attacks import pgd_linf
+
+    x = embedded_digits[:4]
+
+    def attack(seed):
+        return pgd_linf(lambda a: (a - x).pow(2).sum((1, 2, 3)), x, 0.1, 1, 0.05,
+                        generator=torch.Generator().manual_seed(seed))
+
+    with FactoryRecorder() as recorder:
+        first = attack(0)
+    assert recorder.unexplained() == []
+    assert torch.equal(first, attack(0)) and not torch.equal(first, attack(1))
+    assert (first - x).abs().max() <= 0.1 + 1e-6 and first.dtype == x.dtype
 
 
 def test_alignment_creates_every_tensor_on_the_device_of_its_input(vae, digits, embedded_digits):

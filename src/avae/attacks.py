@@ -27,7 +27,9 @@ def pgd_linf(objective, x: torch.Tensor, epsilon: float, steps: int, step_size: 
     if epsilon == 0:
         return x.clone()
     if random_start:
-        noise = torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1
+        # drawn on the (CPU) generator, then moved: torch refuses a CPU generator for a CUDA tensor,
+        # and the same seed gives the same start on every device
+        noise = (torch.rand(x.shape, generator=generator) * 2 - 1).to(device=x.device, dtype=x.dtype)
         adv = (x + epsilon * noise).clamp(0, 1)
     else:
         adv = x.clone()

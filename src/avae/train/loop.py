@@ -82,8 +82,9 @@ class TrainConfig:
             raise AvaeError(f"{where}: field 'lr_schedule' must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.regime not in REGIMES:
             raise AvaeError(f"{where}: field 'regime' must be one of {', '.join(REGIMES)}, got {self.regime!r}")
-        if self.pose_restarts < 1 or self.pose_steps < 0 or self.pose_polish < 0:
-            raise AvaeError(f"{where}: need pose_restarts >= 1, pose_steps >= 0 and pose_polish >= 0")
+        for field, least in (("pose_restarts", 1), ("pose_steps", 0), ("pose_polish", 0)):
+            if getattr(self, field) < least:
+                raise AvaeError(f"{where}: field '{field}' must be >= {least}, got {getattr(self, field)}")
         if self.skip_nonfinite < 0:
             raise AvaeError(f"{where}: field 'skip_nonfinite' must be >= 0, got {self.skip_nonfinite}")
 
