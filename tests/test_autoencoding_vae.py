@@ -127,6 +127,27 @@ def test_w2_is_zero_for_equal_gaussians_and_symmetric():
     assert torch.allclose(w2_squared(mu, logvar, other, logvar * 0.5), w2_squared(other, logvar * 0.5, mu, logvar))
 
 
+def test_w2_matches_the_closed_form_on_hand_made_gaussians():
+    """W2^2(N(m1, diag s1^2), N(m2, diag s2^2)) = |m1 - m2|^2 + |s1 - s2|^2: standard deviations, not
+    variances (with variances this case gives 73, not 10)."""
+    mu_a, var_a = torch.tensor([[1.0, 2.0]]), torch.tensor([[4.0, 9.0]])
+    mu_b, var_b = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 1.0]])
+    assert torch.allclose(w2_squared(mu_a, var_a.log(), mu_b, var_b.log()), torch.tensor([1 + 4 + 1 + 4.0]))
+
+
+def test_the_smooth_encoders_search_moves_x_b_off_x():
+    """For an encoder that is not constant, PGD finds an x_b in the ball whose posterior differs from
+    x's: the penalty is positive, and larger than at a random point of the same ball."""
+    torch.manual_seed(0)
+    model = small_model(smooth=True, se_steps=3)
+    x = torch.rand(6, 3, 28, 28)
+    mu, logvar = model.encode(x)
+    penalty = model.smoothness_penalty(x, mu, logvar, generator=torch.Generator().manual_seed(0))
+    assert (penalty > 0).all()
+    random_point = (x + model.config.se_epsilon * (2 * torch.rand_like(x) - 1)).clamp(0, 1)
+    assert (penalty > w2_squared(mu, logvar, *model.encode(random_point))).all()
+
+
 def test_bad_config_is_one_clear_error():
     with pytest.raises(AvaeError, match="rho"):
         AutoencodingVAEConfig(rho=1.0).validate()
@@ -249,6 +270,14 @@ def test_frechet_distance_and_chains():
     assert chain.shape == (4, 5, 3, 28, 28) and torch.equal(chain[0], x)
     kept = label_kept(MNISTNet().eval(), chain)
     assert kept.shape == (5,) and ((kept >= 0) & (kept <= 1)).all()
+    # a known case: a "classifier" that reads the class off an image's brightness, and chains of 4 steps
+    # after x whose class stays for 4, 2 and 0 of them
+    def by_brightness(images):
+        return -(images.mean((1, 2, 3))[:, None] - torch.arange(3.0)).pow(2)
+
+    level = torch.tensor([[0, 0, 1], [0, 2, 2], [0, 2, 0], [0, 0, 2], [0, 0, 0]], dtype=torch.float32)
+    chain = level[:, :, None, None, None].expand(5, 3, 1, 2, 2)
+    assert torch.equal(label_kept(by_brightness, chain), torch.tensor([1.0, 0.5, 0.0]))
 
 
 @pytest.mark.slow
@@ -360,3 +389,22 @@ def test_released_init_is_haiku_default_and_usage_counts_active_dims(colored):
     assert torch_init.encoder.net[0].bias.abs().sum() > 0
     usage = latent_usage(model, colored.images)
     assert 0 <= usage["active_dims"] <= 8 and len(usage["kl_per_dim"]) == 8 and usage["kl"]["n"] == 64
+
+
+def test_latent_usage_counts_the_dimensions_whose_means_vary():
+    """A known case: an encoder whose means vary over the images in dimensions 0 and 2 only (s.d. 1 and
+    0.5), and whose posterior equals the prior elsewhere: 2 active dimensions, KL only where it varies."""
+    from avae.evaluate.autoencoding import latent_usage
+
+    class Known(torch.nn.Module):
+        def encode(self, x):
+            t = x.flatten(1)[:, 0]
+            mu = torch.zeros(len(x), 4)
+            mu[:, 0], mu[:, 2] = t, 0.5 * t
+            return mu, torch.zeros(len(x), 4)
+
+    images = torch.randn(4000, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    usage = latent_usage(Known(), images)
+    assert usage["active_dims"] == 2
+    kl = usage["kl_per_dim"]  # 0.5 * E[mu^2] with unit variances: 0.5, 0, 0.125, 0
+    assert abs(kl[0] - 0.5) < 0.05 and abs(kl[2] - 0.125) < 0.015 and kl[1] == kl[3] == 0
