@@ -118,6 +118,18 @@ def test_train_evaluate_load(trained_run, digits_npz, tmp_path, capsys):
     loss = result["summary"]["loss"]
     assert loss["n"] == 300 and math.isfinite(loss["mean"]) and loss["mean"] > 0
     assert (out / "report.md").read_text().strip()
+    # the same numbers computed directly: summed squared error / (2 variance) + KL at the posterior mean,
+    # per image, then mean and standard error over the 300 images
+    model = avae.load(trained_run)
+    images = avae.data.load(str(digits_npz), "test").images
+    with torch.no_grad():
+        mu, logvar = model.encode(images)
+        recon = model.decode(mu)
+    per_image = ((recon - images) ** 2).sum((1, 2, 3)) + 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(1)
+    assert loss["mean"] == pytest.approx(per_image.double().mean().item(), rel=1e-4)
+    assert loss["sem"] == pytest.approx((per_image.double().std() / 300 ** 0.5).item(), rel=1e-3)
+    assert result["summary"]["kl"]["mean"] == pytest.approx(
+        0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(1).double().mean().item(), rel=1e-4)
 
     model = avae.load(trained_run)
     assert not model.training and model.config.latent == 4 and model.config.image_size == 40
