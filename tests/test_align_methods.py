@@ -52,6 +52,9 @@ def test_compose_is_the_matrix_product():
 def test_methods_never_return_a_loss_above_the_identity_pose(vae, turned, options):
     result = align(vae, turned, "rotation", **options)
     assert (result.loss <= result.identity_loss + 1e-4).all()
+    # and each finds the turn back: the mean loss of uniformly rotated digits falls by at least a fifth
+    # (0.54 to 0.69 of the identity's here; an identity-returning search keeps 1.0)
+    assert result.loss.mean() < 0.8 * result.identity_loss.mean()
     recomputed = AffineVAE(vae, "rotation").loss(turned, result.pose)["loss"]
     assert torch.allclose(recomputed, result.loss, rtol=1e-4, atol=1e-2)
     assert torch.allclose(AffineVAE(vae, "rotation").loss(turned, result.pose)["reconstruction"],
@@ -71,6 +74,7 @@ def test_amortized_with_any_pose_net_is_no_worse_than_identity_and_stn_can_be(va
     net = PoseNet(PoseNetConfig(pose="rotation"))
     amortized = align(vae, turned, "rotation", method="amortized", pose_net=net, steps=2)
     assert (amortized.loss <= amortized.identity_loss + 1e-4).all()
+    assert not torch.allclose(amortized.pose, torch.zeros_like(amortized.pose))  # it moved off the identity
     stn = align(vae, turned, "rotation", method="stn", pose_net=net)
     assert torch.isnan(stn.identity_loss).all() and torch.isfinite(stn.loss).all()
     assert torch.allclose(stn.pose, net.predict(turned, 1)[:, 0], atol=1e-6)
