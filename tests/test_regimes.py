@@ -62,3 +62,32 @@ def test_pose_search_settings_are_validated(field, value):
     least = 1 if field == "pose_restarts" else 0
     with pytest.raises(AvaeError, match=f"^options: field '{field}' must be >= {least}, got {value}$"):
         config_from_dict(TrainConfig, {"regime": "transform-optimized", field: value}, "options")
+
+
+def test_warm_start_carries_each_images_canonical_pose_into_the_next_epoch(vae, embedded_digits):
+    """Epoch 1 turns each digit by a fresh angle s; with warm start its candidate is last epoch's canonical
+    angle c moved by this epoch's turn, c - s. Plant c = 0 (upright digits, the upright VAE's own pose) and
+    let the search try nothing else but the identity: the recorded canonical angle must come back to 0.
+    With the sign of the shift wrong (c + s) it would land on 2s, and without warm start on s."""
+    from avae.data import ASYMMETRIC_DIGITS, load
+
+    digits = load("mnist-embedded", "val", seed=0)
+    keep = torch.isin(digits.labels, torch.tensor(ASYMMETRIC_DIGITS))
+    x = digits.images[keep][:32]
+    index = torch.arange(32)
+
+    def epoch_one(warm_start):
+        regime = make_regime(TrainConfig(regime="transform-optimized", pose_restarts=1, pose_steps=0,
+                                         pose_warm_start=warm_start), n_images=32)
+        regime.angles[0] = torch.zeros(32)  # epoch 0's record: every digit canonical at 0 degrees
+        generator = torch.Generator().manual_seed(11)
+        regime.loss(vae, x, index, 1, generator)
+        return regime.angles[1]
+
+    def off_zero(angles):
+        return torch.minimum(angles % 360, 360 - angles % 360)
+
+    warm = epoch_one(True)
+    assert (off_zero(warm) < 1.0).float().mean() >= 0.9  # back at the planted pose
+    cold = epoch_one(False)
+    assert (off_zero(cold) > 20).float().mean() >= 0.8  # the identity alone keeps the fresh turn

@@ -53,7 +53,7 @@ class TransformOptimized:
 
     name = "transform-optimized"
 
-    def __init__(self, n_images: int, restarts: int = 20, steps: int = 10, lr: float = 0.01,
+    def __init__(self, n_images: int, restarts: int = 20, steps: int = 5, lr: float = 0.01,
                  warm_start: bool = False, polish: int = 0):
         self.restarts, self.steps, self.lr, self.warm_start = restarts, steps, lr, warm_start
         self.polish = polish
