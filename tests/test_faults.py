@@ -261,28 +261,39 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_resume_is_exact(trainer, tmp_p
     _same_as_reference(run, trainer)
 
 
-@pytest.mark.parametrize("kills", [5, pytest.param(25, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("kills", [4, pytest.param(5, marks=pytest.mark.slow)])
 def test_kill_9_at_random_moments_never_corrupts_and_resume_is_exact(trainer, tmp_path, kills):
-    """kill -9 after random delays, and once inside a checkpoint write (the third kill): every
-    checkpoint left behind loads, and the resumed run ends exactly as the uninterrupted one."""
-    run, rng, landed = tmp_path / "run", random.Random(kills), 0
+    """kill -9 at a random moment inside an epoch, each only after the previous run has written a new
+    checkpoint (so every run but the first resumes from one), and once inside a checkpoint write (the
+    third kill): every checkpoint left behind loads, each run started where the last complete checkpoint
+    stood, and the resumed run ends exactly as the uninterrupted one."""
+    run, rng, landed, expected_starts = tmp_path / "run", random.Random(kills), 0, []
     for point in range(kills):
         slow = point == 2
+        before = _epochs_done(run)
+        if not slow:  # the run killed inside its first write leaves no complete checkpoint, so no record
+            expected_starts.append(before)
         pid, err, marker = trainer.start(run, slow=slow)
-        if slow:
+        if slow:  # killed while writing the checkpoint of epoch before + 1
             _wait_for(marker.exists, lambda: True)
-        else:
-            time.sleep(rng.uniform(0.05, 0.6))
+        else:  # killed a random moment into the epoch after a new checkpoint
+            _wait_for(lambda: _epochs_done(run) > before, lambda: True)
+            time.sleep(rng.uniform(0.0, 0.15))
         os.kill(pid, signal.SIGKILL)
         landed += trainer.wait() == -signal.SIGKILL
         if slow:  # half a checkpoint in a temporary file: the last complete one stands
-            assert list(run.glob(".checkpoint.pt.*.tmp"))
+            assert list(run.glob(".checkpoint.pt.*.tmp")) and _epochs_done(run) == before
         if (run / checkpoint.FILENAME).exists():
             checkpoint.load(run)
     assert landed == kills, "every kill should land while training"
+    assert _epochs_done(run) < EPOCHS
+    expected_starts.append(_epochs_done(run))
     trainer.run(run)
     assert not list(run.glob(".*.tmp")), "a resumed run clears the temporary files of killed writes"
     _same_as_reference(run, trainer)
+    # every run after the first began from the checkpoint the kill left (not from scratch)
+    starts = [s["epoch"] for s in checkpoint.read(run)["starts"]]
+    assert starts == expected_starts and starts[1] >= 1
 
 
 # ------------------------------------------------------------------ hostile files

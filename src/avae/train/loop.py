@@ -205,6 +205,7 @@ def fit(
     optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     regime = make_regime(config, n_images=len(train_data))
     history: list[dict] = []
+    starts: list[dict] = []  # where each run of this training began: epochs done and the batch inside the next
     start_epoch, position = 0, None
     if ckpt_file.exists():
         if not resume:
@@ -216,6 +217,7 @@ def fit(
         model.load_state_dict(checkpoint.model_from_payload(payload).state_dict())
         optimizer.load_state_dict(payload["optimizer"])
         history = list(payload["history"])
+        starts = list(payload.get("starts", []))
         start_epoch = int(payload["epoch"])
         position = payload.get("position")
         if position is not None and position["world"] != ctx.world:
@@ -225,6 +227,7 @@ def fit(
             )
         if hasattr(regime, "load_state_dict") and "regime_state" in payload:
             regime.load_state_dict(payload["regime_state"])
+    starts.append({"epoch": start_epoch, "batch": position["batch"] if position else 0})
     distributed.broadcast_model(model, ctx)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -246,13 +249,13 @@ def fit(
     def save(epochs_done: int, **extra) -> None:
         if ctx.distributed and hasattr(regime, "merge_ranks"):
             regime.merge_ranks(epoch, lambda record: distributed.merge_records(record, ctx))
-        state = {"optimizer": optimizer.state_dict(), "epoch": epochs_done, "history": history,
+        state = {"optimizer": optimizer.state_dict(), "epoch": epochs_done, "history": history, "starts": starts,
                  "train_config": config_to_dict(config), "data": train_data.describe(), **extra}
         if hasattr(regime, "state_dict"):
             state["regime_state"] = regime.state_dict()
         if ctx.is_main:
             checkpoint.save(model, ckpt_file, **state)
-            write_json(out / "metrics.json", {**meta, "history": history, **extra})
+            write_json(out / "metrics.json", {**meta, "history": history, "starts": starts, **extra})
 
     images = train_data.images.to(ctx.device)
     buffers = list(model.buffers())
