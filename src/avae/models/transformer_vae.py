@@ -301,7 +301,7 @@ class _PosedModel(LatentVariableModel):
         canonical = self.decode(z.flatten(0, 1))
         recon = self.transformer.pose(canonical, poses.flatten(0, 1))
         xs = x.unsqueeze(0).expand(k, *x.shape).flatten(0, 1)
-        log_px = -self.nll(xs, recon).view(k, n)
+        log_px = self.log_likelihood(xs, recon).view(k, n)
         return log_px - log_ratio_z - log_ratio_u
 
 
@@ -382,12 +382,10 @@ class DoubleTransformerVAE(_PosedModel):
 
 
 def log_weights(model, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(N, k) log importance weights log p(x, latents) - log q(latents | x) of any Bernoulli model
-    here (a plain :class:`~avae.models.vae.VAE` included); their mean over k estimates the ELBO and
-    their log-mean-exp log p(x) (thesis section VI.i)."""
-    if getattr(model.config, "likelihood", None) != "bernoulli":
-        raise AvaeError(f"importance sampling needs a normalised likelihood: a bernoulli {model.name}, "
-                        f"got likelihood {getattr(model.config, 'likelihood', None)!r}")
+    """(N, k) log importance weights log p(x, latents) - log q(latents | x) of any model here (a plain
+    :class:`~avae.models.vae.VAE` included; Bernoulli or Gaussian, with its normalising constant, see
+    ``log_likelihood``); their mean over k estimates the ELBO and their log-mean-exp log p(x) (thesis
+    section VI.i)."""
     if hasattr(model, "log_weights"):
         return model.log_weights(x, k, generator)
     mu, logvar = model.encode(x)
@@ -396,7 +394,7 @@ def log_weights(model, x: torch.Tensor, k: int, generator: torch.Generator | Non
     z = mu + eps * (0.5 * logvar).exp()
     log_ratio = normal_log_density(z, mu, logvar) - normal_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
     recon = model.decode(z.flatten(0, 1))
-    log_px = -model.nll(x.unsqueeze(0).expand(k, *x.shape).flatten(0, 1), recon).view(k, n)
+    log_px = model.log_likelihood(x.unsqueeze(0).expand(k, *x.shape).flatten(0, 1), recon).view(k, n)
     return (log_px - log_ratio).T
 
 

@@ -10,6 +10,7 @@ alignment and evaluation rely on:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +67,14 @@ class LatentVariableModel(nn.Module):
         if self.config.likelihood == "bernoulli":
             return bernoulli_nll(x, reconstruction)
         return gaussian_nll(x, reconstruction, self.config.variance)
+
+    def log_likelihood(self, x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        """log p(x | latents) per image (N,), normalised: ``-nll``, less for a Gaussian the constant
+        0.5 D log(2 pi variance) that :meth:`nll` omits (D pixels per image)."""
+        out = -self.nll(x, reconstruction)
+        if self.config.likelihood == "gaussian":
+            out = out - 0.5 * x[0].numel() * math.log(2 * math.pi * self.config.variance)
+        return out
 
     def loss(self, x: torch.Tensor, sample: bool = True) -> dict:
         out = self.reconstruct(x, sample=sample)
