@@ -68,6 +68,10 @@ def _worker(rank, port, root, train, val):
     results = {}
     conv = fit("vae", CONV, train, val, _config(epochs=1), f"{root}/conv", progress=False)
     results["conv"] = conv.state_dict()
+    # weights that barely move (lr 1e-12), so the batch-norm running statistics are a known function of the data
+    still = fit("vae", CONV, train, val, _config(epochs=1, lr=1e-12, regime="deterministic"), f"{root}/still",
+                progress=False)
+    results["still"] = still.state_dict()
     mlp = fit("vae", MLP, train, val, _config(regime="deterministic"), f"{root}/mlp", progress=False)
     results["mlp"] = mlp.state_dict()
     fit("vae", MLP, train, val, _config(regime="transform-optimized", pose_restarts=2, pose_steps=1,
@@ -141,6 +145,29 @@ def test_two_ranks_of_batch_b_match_one_process_of_batch_2b(ranks, small, tmp_pa
     for a, b in zip(two, one):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["val_loss"]["mean"] == pytest.approx(b["val_loss"]["mean"], rel=1e-5)
+
+
+def test_batch_norm_running_means_average_both_ranks_batches(ranks, small, tmp_path):
+    """Each rank's batch norm sees only its half of the global batch; averaging the running means over
+    ranks after every step gives the running means of one process that sees both halves (batch 2B),
+    weights held still, for the first batch norm (whose input no batch statistic has touched yet; the
+    later layers' inputs are normalised with each rank's own batch statistics, no SyncBatchNorm). A
+    broadcast of rank 0's statistics would keep its half's alone."""
+    _, (r0, r1) = ranks
+    _register()
+    single = fit("vae", CONV, *small, _config(epochs=1, lr=1e-12, regime="deterministic", batch_size=2 * B),
+                 tmp_path / "one", progress=False).state_dict()
+    first = next(k for k in single if k.startswith("encoder") and k.endswith("running_mean"))
+    torch.testing.assert_close(r0["still"][first], single[first], rtol=0, atol=1e-6)
+    assert all(torch.equal(r0["still"][k], r1["still"][k]) for k in single if "running" in k)
+    # what either rank saw alone: its own half of each global batch
+    order = torch.randperm(96, generator=torch.Generator().manual_seed(0 * 1_000_003 + 0))
+    for rank in (0, 1):
+        mine = order[rank::2]  # DistributedSampler's stride, as avae.train.distributed.shard
+        alone = fit("vae", CONV, small[0].subset(mine.sort().values), small[1],
+                    _config(epochs=1, lr=1e-12, regime="deterministic", batch_size=B), tmp_path / f"rank{rank}",
+                    progress=False).state_dict()
+        assert (alone[first] - single[first]).abs().max() > 1e-4  # 100 times the tolerance above
 
 
 def test_pose_cache_is_complete_and_identical_on_every_rank(ranks, small):
