@@ -5,8 +5,7 @@
 >>> x, truth = avae.data.rotated(avae.data.load("mnist", split="test"), degrees=120)
 >>> result = avae.align(vae, x, pose="rotation")                      # per-image best loss and pose
 """
-__version__ = "0.1.0"
-
+from avae._version import __version__
 from avae import data, models, transforms  # noqa: E402
 from avae.errors import AvaeError  # noqa: E402
 from avae.train import TrainConfig, fit, load, save  # noqa: E402

@@ -8,6 +8,8 @@ import sys
 import numpy
 import torch
 
+from avae._version import __version__
+
 
 def cpu_model() -> str:
     try:
@@ -21,8 +23,6 @@ def cpu_model() -> str:
 
 
 def provenance(command: list[str] | None = None) -> dict:
-    from avae import __version__
-
     return {
         "command": " ".join(command if command is not None else sys.argv),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
