@@ -8,6 +8,7 @@ near 1. Also the shipped VAE's plain loss and the cost of each warp, timed side 
 """
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -17,7 +18,7 @@ from avae.data.perturb import Perturbation
 from avae.evaluate.affine import oracle_loss
 from avae.train import checkpoint
 from avae.transforms import warp
-from common import base_parser, parse, write_results
+from common import REPO, base_parser, parse, write_results
 
 FACTORS = {"paper (plain bilinear)": 1, "area 2x (fair, the default)": 2, "area 4x": 4, "area 8x": 8}
 
@@ -48,7 +49,8 @@ def main() -> None:
                      "warp ms per 1,000 images": 1000 * seconds / len(angles) * 1000 / x.shape[0]})
     write_results("resampling", rows, args.out,
                   f"Resampling of rotated test digits: the oracle's flatness over 0 to 180 degrees (step {args.step:g}), "
-                  f"{x.shape[0]} real MNIST test digits (seed {args.seed}), checkpoint {args.checkpoint}",
+                  f"{x.shape[0]} real MNIST test digits (seed {args.seed}), checkpoint "
+                  f"{os.path.relpath(args.checkpoint, REPO)}",
                   extra={"angles": angles})
 
 

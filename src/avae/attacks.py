@@ -140,6 +140,8 @@ def attack_representation(model, images: torch.Tensor, epsilon: float, *, steps:
 
 
 def art_available() -> bool:
+    """Whether the Adversarial Robustness Toolbox (``art``, the test extra) is installed, for the PGD
+    cross-check."""
     import importlib.util
 
     return importlib.util.find_spec("art") is not None

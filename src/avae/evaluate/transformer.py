@@ -25,8 +25,10 @@ from avae.data import reproduction_splits
 from avae.errors import AvaeError
 from avae.io import write_json
 from avae.models.transformer_vae import importance_sampled_bounds, make_transformer
+from avae.report.figures import image_rows
 from avae.report.provenance import provenance
 from avae.report.tables import write_csv
+from avae.report.transformer import SAMPLE_GRID, latent_scatter, panels
 from avae.train.loop import TrainConfig, fit, mean_and_sem, per_image_loss
 
 # Thesis Table 1: linear-SVM test accuracy (%) on the latent means, models trained on full MNIST.
@@ -364,6 +366,80 @@ def importance_rows(models: dict, test, *, samples: int, seed: int = 0) -> list[
 
 
 # ----------------------------------------------------------------------------------- the command
+@torch.no_grad()
+def write_figures(models: dict, preset, train, test, out, *, seed: int = 0) -> dict[str, str]:
+    """The figures that need the trained models, drawn with :mod:`avae.report.transformer`'s helpers:
+    sample grids, reconstructions, samples under each prior, latent scatter and latent walk. Returns
+    {figure: file name}."""
+    out = Path(out)
+    for m in models.values():
+        m.eval()
+    poses = {s: mean_pose(m, train.images) for s, m in models.items() if s.kind != "vae"}
+    written = {}
+
+    def draw(spec, n, generator, pose=None):
+        model = models[spec]
+        if spec.kind == "vae":
+            return model.sample(n, generator)
+        return model.sample(n, generator, pose=poses[spec] if pose is None else pose)
+
+    # Figs. 6, 7, 9: z ~ N(0, I), u at the training digits' mean pose
+    z = preset.prior_latent
+    main = [ModelSpec(k, z) for k in MAIN_KINDS]
+    path = panels({s.label: draw(s, SAMPLE_GRID**2, torch.Generator().manual_seed(seed)) for s in main},
+                  out / "fig6_samples_mean_pose.png", SAMPLE_GRID,
+                  title="Figs. 6, 7, 9: samples, z ~ N(0, I), u at the training digits' mean pose")
+    written["samples"] = path.name
+
+    # reconstructions: the input, the canonical image and the posed output
+    x = test.images[:10]
+    rows = {"test digit": x}
+    for spec in main:
+        out_ = models[spec].reconstruct(x, sample=False)
+        short = spec.label.split(" (")[0]
+        if "canonical_input" in out_:
+            rows[f"{short}: x brought to canonical pose"] = out_["canonical_input"]
+        if "canonical" in out_:
+            rows[f"{short}: canonical decoding"] = out_["canonical"]
+        rows[f"{short}: reconstruction"] = out_["reconstruction"]
+    written["reconstructions"] = image_rows(rows, out / "fig_reconstructions.png",
+                                            title=f"Test digits, z = {z}: canonical images and reconstructions").name
+
+    # Figs. 10, 11: the same z posed by u drawn from each prior (empirical training poses for "none")
+    rows = {}
+    for spec in preset.prior_specs():
+        model, g = models[spec], torch.Generator().manual_seed(seed)
+        zs = torch.randn(10, spec.latent, generator=g)
+        if spec.prior == "none":
+            pick = torch.randint(len(train), (10,), generator=g)
+            pose, how = model.pose_of(train.images[pick]), "u of random training digits"
+        else:
+            pose, how = model.pose_latent.sample_prior(10, g), "u ~ p(u)"
+        rows[f"{spec.label}: canonical"] = model.decode(zs)
+        rows[f"{spec.label}: {how}"] = model.transformer.pose(model.decode(zs), pose)
+    written["prior_samples"] = image_rows(rows, out / "fig10_prior_samples.png",
+                                          title="Figs. 10, 11: the same z, posed by u drawn from each prior").name
+
+    # Fig. 8 and the latent walk: 2-D content latents
+    flat = [ModelSpec(k, preset.scatter_latent) for k in MAIN_KINDS]
+    if preset.scatter_latent == 2:
+        written["scatter"] = latent_scatter({s.label: latent_means(models[s], test.images) for s in flat},
+                                            test.labels.numpy(), out / "fig8_latent_scatter.png",
+                                            title=f"Fig. 8: posterior means of z, {len(test)} test digits").name
+        from statistics import NormalDist
+
+        q = torch.tensor([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, 10)], dtype=torch.float32)
+        grid = torch.stack(torch.meshgrid(q, -q, indexing="xy"), -1).reshape(-1, 2)  # z2 grows upwards
+        walks = {}
+        for s in flat:
+            canonical = models[s].decode(grid)
+            walks[s.label] = canonical if s.kind == "vae" else models[s].transformer.pose(
+                canonical, poses[s].expand(len(grid), -1))
+        written["walk"] = panels(walks, out / "fig9_latent_walk.png", 10,
+                                 title="2-D latent walk: z over the normal's 5-95 % quantiles, u at the mean pose").name
+    return written
+
+
 def reproduce_transformer_vae(preset: TransformerPreset, out: Path, *, data_dir, seed: int = 0,
                               progress: bool = True, data: str = "mnist") -> dict:
     """Train what the preset names, run every experiment, write metrics.json, CSVs, figures and
@@ -390,7 +466,7 @@ def reproduce_transformer_vae(preset: TransformerPreset, out: Path, *, data_dir,
                        ("importance_sampling", importance), ("convergence", convergence)):
         write_csv(out / f"{name}.csv", rows)
 
-    figures = report.write_figures(models, preset, train, test, out, seed=seed)
+    figures = write_figures(models, preset, train, test, out, seed=seed)
     figures["fig5"] = report.fig5(fig5, out / "fig5_reconstruction_vs_latent.png", len(test)).name
     summary = {"reconstruction_vs_latent": fig5, "convergence": convergence, "priors": priors, "table1": table1,
                "importance_sampling": importance,
@@ -429,6 +505,7 @@ def _training_seconds(run_dir: Path) -> float:
 
 
 __all__ = ["ModelSpec", "TransformerPreset", "PRESETS", "KINDS", "FIG5_SERIES", "THESIS_TABLE1", "reproduce_transformer_vae",
+           "write_figures",
            "preset_data", "train_models", "reconstruction_rows", "replicated_reconstruction_rows",
            "convergence_rows", "pose_spread", "svm_rows", "table1_rows", "group_runs", "prior_rows",
            "importance_rows", "latent_means", "mean_pose"]

@@ -16,6 +16,12 @@ from avae.transforms import PoseFamily, pose_family, sample_with
 
 
 class AffineVAE(nn.Module):
+    """Any model of avae's protocol with an affine layer before its encoder and the inverse after its
+    decoder (Bidart & Wong 2019, eq. 2): at pose p, the loss of image x is
+    nll(x, A_p^-1(decode(encode(A_p x)))) + KL, always against x as given. ``pose``: a family of
+    :mod:`avae.transforms` (rotation, similarity, affine, affine-translation). :func:`avae.align.align`
+    searches p per image."""
+
     def __init__(self, model: nn.Module, pose: str | PoseFamily = "rotation"):
         super().__init__()
         self.model = model

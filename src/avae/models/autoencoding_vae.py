@@ -58,6 +58,9 @@ def released_init_(module: torch.nn.Module) -> torch.nn.Module:
 
 @dataclass
 class AutoencodingVAEConfig:
+    """Fields of :class:`AutoencodingVAE`: the released code's settings by default (MLP nets, latent 64,
+    Gaussian likelihood of variance 0.5, rho 0.975), the switches and the smooth encoder's search."""
+
     latent: int = 64  # the released code's README command (its flag default is 32)
     channels: int = 3
     image_size: int = 28
@@ -118,6 +121,12 @@ def w2_squared(mu_a, logvar_a, mu_b, logvar_b) -> torch.Tensor:
 
 
 class AutoencodingVAE(VAE):
+    """The VAE of Cemgil et al. (2020) with its switches (:class:`AutoencodingVAEConfig`): ``avae``
+    adds the self-consistency term (the encoder must map its decoder's own samples back near the code
+    they came from, coupled through ``rho``), ``smooth`` the smooth encoder's penalty (the posterior
+    may move little within an L-infinity ball of radius ``se_epsilon``). Images (N, 3, 28, 28) in [0, 1];
+    every loss term per image (N,)."""
+
     name = "autoencoding-vae"
     Config = AutoencodingVAEConfig
 

@@ -222,6 +222,10 @@ class PoseLatent(nn.Module):
 # ----------------------------------------------------------------------------------- models
 @dataclass
 class TransformerVAEConfig(VAEConfig):
+    """Fields of :class:`TransformerVAE`: the thesis's dense nets, Bernoulli likelihood and 28x28 digits by
+    default, the transformer of the pose u (``affine``, ``affine5``, ``tps`` with ``tps_grid``), the prior
+    on u (``none``, ``diagonal``, ``full``) and, for ``full``, u's dimension (``rank``)."""
+
     latent: int = 8  # dimension of z
     image_size: int = 28  # the thesis's 28x28 MNIST
     net: str = "mlp"  # the thesis's dense nets (two hidden layers of 256 ReLU units), or "conv"
@@ -246,6 +250,8 @@ class TransformerVAEConfig(VAEConfig):
 
 @dataclass
 class DoubleTransformerVAEConfig(TransformerVAEConfig):
+    """:class:`TransformerVAEConfig` plus the width of the DTVAE's localization net."""
+
     localization_hidden: int = 128  # the thesis's localization net: one dense layer of 128 units
 
     def validate(self, where: str = "config") -> None:

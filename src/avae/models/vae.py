@@ -23,6 +23,11 @@ from avae.nets import DECODERS, ENCODERS
 
 @dataclass
 class VAEConfig:
+    """Fields of :class:`VAE`: latent size, image channels and size (square), the nets (``conv``: the
+    Affine VAE paper's; ``mlp``: dense), the likelihood (``gaussian`` of fixed ``variance``: 0.5 gives the
+    paper's summed squared error; or ``bernoulli``) and the decoder's output (``sigmoid`` for [0, 1]
+    pixels, ``linear`` for normalised ones)."""
+
     latent: int = 8
     channels: int = 1
     image_size: int = 40
@@ -83,6 +88,10 @@ class LatentVariableModel(nn.Module):
 
 
 class VAE(LatentVariableModel):
+    """The plain VAE: images (N, C, S, S) -> q(z|x) = N(mu, diag(exp(logvar))), z (N, latent) ->
+    likelihood means (N, C, S, S). ``loss(x)`` gives per-image terms (N,): ``nll``, ``kl`` and ``loss``
+    = nll + kl, with z sampled (training) or at the posterior mean (``sample=False``)."""
+
     name = "vae"
     Config = VAEConfig
 

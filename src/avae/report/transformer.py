@@ -1,7 +1,9 @@
 """Figures and report.md of `avae reproduce transformer-vae` (Vivé 2017).
 
-Figures need the trained models (:func:`write_figures`); the report is rendered from the saved
-``metrics.json`` alone (:func:`render_report`), so it can be re-rendered without recomputing.
+The figures that need the trained models are drawn by :func:`avae.evaluate.transformer.write_figures`
+with the helpers here; the report is rendered from the saved ``metrics.json`` alone
+(:func:`render_report`), so it can be re-rendered without recomputing. Nothing here imports the
+experiments: data flows from :mod:`avae.evaluate` to :mod:`avae.report`, never back.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numpy as np
 import torch
 
 from avae.io import write_text
-from avae.report.figures import save_figure, image_rows, lines_with_error, plt
+from avae.report.figures import save_figure, lines_with_error, plt
 from avae.report.tables import markdown_table
 
 SAMPLE_GRID = 6  # samples per side of each model's panel
@@ -70,80 +72,6 @@ def fig5(rows: list[dict], path, n_test: int) -> Path:
     return lines_with_error(series, path, xlabel="total latent size dim z + dim u",
                             ylabel="reconstruction error (nats / image)",
                             title=f"Fig. 5: test reconstruction error, {n_test} test digits (mean ± s.e.)")
-
-
-@torch.no_grad()
-def write_figures(models: dict, preset, train, test, out, *, seed: int = 0) -> dict[str, str]:
-    """Sample grids, reconstructions, samples under each prior, latent scatter and latent walk."""
-    from avae.evaluate.transformer import MAIN_KINDS, ModelSpec, latent_means, mean_pose
-
-    out = Path(out)
-    for m in models.values():
-        m.eval()
-    poses = {s: mean_pose(m, train.images) for s, m in models.items() if s.kind != "vae"}
-    written = {}
-
-    def draw(spec, n, generator, pose=None):
-        model = models[spec]
-        if spec.kind == "vae":
-            return model.sample(n, generator)
-        return model.sample(n, generator, pose=poses[spec] if pose is None else pose)
-
-    # Figs. 6, 7, 9: z ~ N(0, I), u at the training digits' mean pose
-    z = preset.prior_latent
-    main = [ModelSpec(k, z) for k in MAIN_KINDS]
-    path = panels({s.label: draw(s, SAMPLE_GRID**2, torch.Generator().manual_seed(seed)) for s in main},
-                  out / "fig6_samples_mean_pose.png", SAMPLE_GRID,
-                  title="Figs. 6, 7, 9: samples, z ~ N(0, I), u at the training digits' mean pose")
-    written["samples"] = path.name
-
-    # reconstructions: the input, the canonical image and the posed output
-    x = test.images[:10]
-    rows = {"test digit": x}
-    for spec in main:
-        out_ = models[spec].reconstruct(x, sample=False)
-        short = spec.label.split(" (")[0]
-        if "canonical_input" in out_:
-            rows[f"{short}: x brought to canonical pose"] = out_["canonical_input"]
-        if "canonical" in out_:
-            rows[f"{short}: canonical decoding"] = out_["canonical"]
-        rows[f"{short}: reconstruction"] = out_["reconstruction"]
-    written["reconstructions"] = image_rows(rows, out / "fig_reconstructions.png",
-                                            title=f"Test digits, z = {z}: canonical images and reconstructions").name
-
-    # Figs. 10, 11: the same z posed by u drawn from each prior (empirical training poses for "none")
-    rows = {}
-    for spec in preset.prior_specs():
-        model, g = models[spec], torch.Generator().manual_seed(seed)
-        zs = torch.randn(10, spec.latent, generator=g)
-        if spec.prior == "none":
-            pick = torch.randint(len(train), (10,), generator=g)
-            pose, how = model.pose_of(train.images[pick]), "u of random training digits"
-        else:
-            pose, how = model.pose_latent.sample_prior(10, g), "u ~ p(u)"
-        rows[f"{spec.label}: canonical"] = model.decode(zs)
-        rows[f"{spec.label}: {how}"] = model.transformer.pose(model.decode(zs), pose)
-    written["prior_samples"] = image_rows(rows, out / "fig10_prior_samples.png",
-                                          title="Figs. 10, 11: the same z, posed by u drawn from each prior").name
-
-    # Fig. 8 and the latent walk: 2-D content latents
-    flat = [ModelSpec(k, preset.scatter_latent) for k in MAIN_KINDS]
-    if preset.scatter_latent == 2:
-        written["scatter"] = latent_scatter({s.label: latent_means(models[s], test.images) for s in flat},
-                                            test.labels.numpy(), out / "fig8_latent_scatter.png",
-                                            title=f"Fig. 8: posterior means of z, {len(test)} test digits").name
-        from statistics import NormalDist
-
-        q = torch.tensor([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, 10)], dtype=torch.float32)
-        grid = torch.stack(torch.meshgrid(q, -q, indexing="xy"), -1).reshape(-1, 2)  # z2 grows upwards
-        walks = {}
-        for s in flat:
-            canonical = models[s].decode(grid)
-            walks[s.label] = canonical if s.kind == "vae" else models[s].transformer.pose(
-                canonical, poses[s].expand(len(grid), -1))
-        written["walk"] = panels(walks, out / "fig9_latent_walk.png", 10,
-                                 title="2-D latent walk: z over the normal's 5-95 % quantiles, u at the mean pose").name
-    return written
 
 
 # ----------------------------------------------------------------------------------- report
@@ -498,5 +426,5 @@ def _report(m: dict) -> str:
     return "\n".join(parts)
 
 
-__all__ = ["write_figures", "render_report", "reconstruction_verdicts", "prior_comparison", "table1_comparison", "panels",
+__all__ = ["render_report", "reconstruction_verdicts", "prior_comparison", "table1_comparison", "panels",
            "latent_scatter", "fig5"]

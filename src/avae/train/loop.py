@@ -51,6 +51,11 @@ def epoch_lr(config: "TrainConfig", epoch: int) -> float:
 
 @dataclass
 class TrainConfig:
+    """How :func:`fit` trains: epochs, batch size (per process under torchrun), optimizer and learning
+    rate (with an optional cosine decay), the seed, the regime (``plain``, ``random-rotation`` or
+    ``transform-optimized``, :mod:`avae.train.regimes`) with its per-batch pose search, and how many
+    non-finite batches to skip. Saved with every checkpoint; a resumed run must match it."""
+
     epochs: int = 20
     batch_size: int = 256  # the paper's; per process under torchrun
     lr: float = 1e-3
