@@ -355,7 +355,7 @@ def cmd_reproduce(args) -> None:
         require_training_files(Path(data_dir).expanduser(), f"--preset {args.preset}")
     out = prepare_out(args.out)
     show(getattr(module, function)(preset, out, data_dir=data_dir, seed=args.seed, progress=not args.quiet,
-                                   data=args.data))
+                                   data=args.data, device=args.device))
     print(f"report: {out / 'report.md'}")
 
 
@@ -455,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MNIST IDX dir with the test set, and the training files for the standard and paper presets "
                         "(or AVAE_DATA_DIR)")
     p.add_argument("--out", required=True, help="results and models (reused when run again)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the models train (auto: a CUDA GPU if there is one); the evaluation runs on the CPU")
     _add_common(p)
     p.set_defaults(func=cmd_reproduce)
 

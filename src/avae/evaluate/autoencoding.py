@@ -95,7 +95,8 @@ def model_config(preset: AutoencodingPreset, variant: str) -> dict:
             "se_steps": preset.se_steps, **VARIANTS[variant]}
 
 
-def train_models(preset, train, val, out: Path, *, seed: int = 0, progress: bool = True) -> tuple[dict, dict]:
+def train_models(preset, train, val, out: Path, *, seed: int = 0, progress: bool = True,
+                 device: str = "cpu") -> tuple[dict, dict]:
     """Train (or reuse) every model; returns ({name: model}, {name: training seconds})."""
     config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr, weight_decay=0.0,
                          seed=seed)
@@ -103,7 +104,7 @@ def train_models(preset, train, val, out: Path, *, seed: int = 0, progress: bool
     for variant in VARIANTS:
         run = out / "models" / variant
         models[variant] = fit("autoencoding-vae", model_config(preset, variant), train, val, config, run,
-                              resume=True, progress=progress)
+                              resume=True, progress=progress, device=device)
         seconds[variant] = training_seconds(run)
     post_run = out / "models" / "VAE-avae-post"
     post_file = post_run / checkpoint.FILENAME
@@ -337,13 +338,13 @@ def mnistnet(train, out: Path, preset, seed: int = 0) -> MNISTNet:
 
 
 def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_dir, seed: int = 0,
-                               progress: bool = True, data: str = "mnist") -> dict:
+                               progress: bool = True, data: str = "mnist", device: str = "cpu") -> dict:
     """Train every model, evaluate it, write metrics.json, CSVs, figures and report.md into ``out``."""
     from avae.report import autoencoding as report
 
     out = Path(out)
     train, val, test = datasets(preset, data_dir, seed, data)
-    models, seconds = train_models(preset, train, val, out, seed=seed, progress=progress)
+    models, seconds = train_models(preset, train, val, out, seed=seed, progress=progress, device=device)
     net = mnistnet(train, out, preset, seed)
     test_net_accuracy = _pct(accuracy(net, test.images, test.labels))
     baselines = pixel_baselines(train, test, seed)

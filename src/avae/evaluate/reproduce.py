@@ -119,42 +119,43 @@ PRESETS = {
 
 
 def _train(out: Path, name: str, regime: str, latent: int, epochs: int, seed: int, train, val, preset, progress,
-           search: dict | None = None):
+           search: dict | None = None, device: str = "cpu"):
     search = search or {"pose_restarts": preset.train_restarts, "pose_steps": preset.train_steps,
                         "pose_warm_start": preset.train_warm_start}
     config = TrainConfig(epochs=epochs, batch_size=preset.batch_size, seed=seed, regime=regime, **search)
-    return fit("vae", {"latent": latent}, train, val, config, out / "models" / name, resume=True, progress=progress)
+    return fit("vae", {"latent": latent}, train, val, config, out / "models" / name, resume=True, progress=progress,
+               device=device)
 
 
 MODEL_GROUPS = ("table1", "latent", "ablation")
 
 
 def train_models(preset: AffinePreset, out: Path, train, val, *, seed: int = 0, progress: bool = True,
-                 groups=MODEL_GROUPS) -> dict:
+                 groups=MODEL_GROUPS, device: str = "cpu") -> dict:
     """Train (or reuse, or resume) the preset's models of ``groups``, in ``out/models/NAME``:
     "table1", the three regimes at L = 8 (``L8-REGIME``); "latent", Fig. 4's latent sizes
     (``latent-L-KIND-seedS``); "ablation", the training-search ablation (``ablation-...``).
-    Returns {name: model}."""
+    Returns {name: model}, on the CPU (``device`` is where they train: cpu, cuda or auto)."""
     out = Path(out)
     models = {}
     if "table1" in groups:
         for r in REGIME_LABELS:
             epochs = preset.transopt_epochs if r == "transform-optimized" else preset.epochs
-            models[f"L8-{r}"] = _train(out, f"L8-{r}", r, 8, epochs, seed, train, val, preset, progress)
+            models[f"L8-{r}"] = _train(out, f"L8-{r}", r, 8, epochs, seed, train, val, preset, progress, device=device)
     if "latent" in groups:
         for latent in preset.latent_sizes:
             for kind, regime in (("upright", "plain"), ("rotated", "random-rotation")):
                 for s in range(preset.latent_seeds):
                     name = f"latent-{latent}-{kind}-seed{s}"
                     models[name] = _train(out, name, regime, latent, preset.latent_epochs, seed + s, train, val,
-                                          preset, progress)
+                                          preset, progress, device=device)
     if "ablation" in groups and preset.ablation_epochs:
         subset = train.take(preset.ablation_images, seed)
         for name, regime, search in (("ablation-plain", "plain", None),
                                      ("ablation-transopt-fast", "transform-optimized", None),
                                      ("ablation-transopt-paper", "transform-optimized", ABLATION_SEARCH)):
             models[name] = _train(out, name, regime, 8, preset.ablation_epochs, seed, subset, val, preset, progress,
-                                  search)
+                                  search, device=device)
     return models
 
 
@@ -202,8 +203,9 @@ def _average(rows: list[dict], method: str) -> float:
 
 
 def reproduce_affine_vae(preset: AffinePreset, out: Path, *, data_dir, seed: int = 0, progress: bool = True,
-                         data: str = "mnist") -> dict:
+                         data: str = "mnist", device: str = "cpu") -> dict:
     """Section 4 of the paper under ``preset``, into ``out`` (report.md, metrics.json, figures, CSV).
+    Models train on ``device`` (cpu, cuda or auto); the evaluation runs on the CPU.
 
     Resumable: models (``out/models``), pose networks and every evaluation stage (``out/stages``) are
     reused when the command runs again with the same settings, so a long preset finishes over several
@@ -229,7 +231,8 @@ def reproduce_affine_vae(preset: AffinePreset, out: Path, *, data_dir, seed: int
 
     # Table 1's models are trained and evaluated first, then Fig. 4's and the ablation's: an interrupted
     # run keeps every finished stage, so the headline numbers come first
-    models = train_models(preset, out, train, val, seed=seed, progress=progress, groups=("table1",))
+    models = train_models(preset, out, train, val, seed=seed, progress=progress, groups=("table1",),
+                          device=device)
     L8 = {r: models[f"L8-{r}"] for r in REGIME_LABELS}
     pose_train = train.take(preset.pose_net_digits, seed)
     pose_net_seconds = {}
@@ -300,7 +303,8 @@ def reproduce_affine_vae(preset: AffinePreset, out: Path, *, data_dir, seed: int
                                                align_options=paper_search, title="Fig. 6: affinely perturbed test digits")
 
     # The ablation: the same training digits and epochs, two per-batch searches, the paper-style test search
-    models.update(train_models(preset, out, train, val, seed=seed, progress=progress, groups=("latent", "ablation")))
+    models.update(train_models(preset, out, train, val, seed=seed, progress=progress, groups=("latent", "ablation"),
+                               device=device))
     ablation = []
     if preset.ablation_epochs and n_search:
         for name in ("ablation-plain", "ablation-transopt-fast", "ablation-transopt-paper"):

@@ -188,13 +188,14 @@ def preset_data(preset: TransformerPreset, data_dir, seed: int = 0, data: str = 
     return train, val, test.take(preset.test_images, seed)
 
 
-def train_models(specs, train, val, out: Path, preset: TransformerPreset, seed: int = 0, progress: bool = True) -> dict:
+def train_models(specs, train, val, out: Path, preset: TransformerPreset, seed: int = 0, progress: bool = True,
+                 device: str = "cpu") -> dict:
     """spec -> trained model, each in ``out/models/NAME`` (reused, or resumed, when already there),
     trained with seed ``seed + spec.replicate``."""
     config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr, lr_schedule=preset.lr_schedule,
                          weight_decay=0.0, seed=seed)
     return {s: fit(s.model, s.config(), train, val, replace(config, seed=seed + s.replicate),
-                   Path(out) / "models" / s.name, resume=True, progress=progress)
+                   Path(out) / "models" / s.name, resume=True, progress=progress, device=device)
             for s in specs}
 
 
@@ -441,7 +442,7 @@ def write_figures(models: dict, preset, train, test, out, *, seed: int = 0) -> d
 
 
 def reproduce_transformer_vae(preset: TransformerPreset, out: Path, *, data_dir, seed: int = 0,
-                              progress: bool = True, data: str = "mnist") -> dict:
+                              progress: bool = True, data: str = "mnist", device: str = "cpu") -> dict:
     """Train what the preset names, run every experiment, write metrics.json, CSVs, figures and
     report.md into ``out``; returns the summary stored in metrics.json."""
     from avae.report import transformer as report
@@ -451,7 +452,7 @@ def reproduce_transformer_vae(preset: TransformerPreset, out: Path, *, data_dir,
     torch.manual_seed(seed)
     train, val, test = preset_data(preset, data_dir, seed, data)
     is_test = test.take(preset.is_images, seed=seed)
-    models = train_models(preset.all_specs(), train, val, out, preset, seed=seed, progress=progress)
+    models = train_models(preset.all_specs(), train, val, out, preset, seed=seed, progress=progress, device=device)
     train_seconds = {s.name: _training_seconds(out / "models" / s.name) for s in models}
 
     def runs(specs):
