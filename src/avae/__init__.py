@@ -7,7 +7,9 @@
 """
 from avae._version import __version__
 from avae import data, models, transforms  # noqa: E402
+from avae.embedding import Embedding, embed  # noqa: E402
 from avae.errors import AvaeError  # noqa: E402
 from avae.train import TrainConfig, fit, load, save  # noqa: E402
 
-__all__ = ["AvaeError", "TrainConfig", "data", "fit", "load", "models", "save", "transforms", "__version__"]
+__all__ = ["AvaeError", "Embedding", "TrainConfig", "data", "embed", "fit", "load", "models", "save", "transforms",
+           "__version__"]

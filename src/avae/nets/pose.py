@@ -29,8 +29,8 @@ class PoseNetConfig:
     def validate(self, where: str = "config") -> None:
         if self.pose not in POSE_FAMILIES:
             raise AvaeError(f"{where}: field 'pose' must be one of {', '.join(POSE_FAMILIES)}, got {self.pose!r}")
-        if self.bins < 2 or self.hidden < 1 or self.width < 1 or self.image_size % 8:
-            raise AvaeError(f"{where}: need bins >= 2, hidden >= 1, width >= 1 and image_size divisible by 8")
+        if self.bins < 2 or self.hidden < 1 or self.width < 1 or self.image_size < 8:
+            raise AvaeError(f"{where}: need bins >= 2, hidden >= 1, width >= 1 and image_size >= 8")
         if not self.label_sigma >= 0:
             raise AvaeError(f"{where}: field 'label_sigma' must be >= 0 degrees, got {self.label_sigma!r}")
 
@@ -43,12 +43,16 @@ class PoseNet(nn.Module):
         super().__init__()
         self.config = c = config or PoseNetConfig()
         self.family = pose_family(c.pose)
+        c.validate("pose network")
+        side = c.image_size
+        for _ in range(3):  # three stride-2 convolutions (padded): 40 -> 5, 28 -> 4
+            side = (side + 1) // 2
         self.features = nn.Sequential(
             nn.Conv2d(c.channels, c.width, 5, stride=2, padding=2), nn.ELU(),
             nn.Conv2d(c.width, 2 * c.width, 3, stride=2, padding=1), nn.ELU(),
             nn.Conv2d(2 * c.width, 2 * c.width, 3, stride=2, padding=1), nn.ELU(),
             nn.Flatten(),
-            nn.Linear(2 * c.width * (c.image_size // 8) ** 2, c.hidden), nn.ELU(),
+            nn.Linear(2 * c.width * side**2, c.hidden), nn.ELU(),
         )
         self.angle_logits = nn.Linear(c.hidden, c.bins)
         self.angle_offsets = nn.Linear(c.hidden, c.bins)
