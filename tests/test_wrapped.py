@@ -103,3 +103,55 @@ def test_embed_with_alignment_reads_rotated_digits_better(mnist_test_dir):
     accuracy = {k: (knn.predict(e.codes.numpy()) == labels.numpy()).mean() for k, e in
                 (("plain", plain), ("aligned", aligned))}
     assert accuracy["aligned"] > accuracy["plain"] + 0.25, accuracy
+
+
+@pytest.fixture(scope="module")
+def pythae_folder(tmp_path_factory):
+    """An untrained pythae VAE saved by pythae itself (model.save), and 40 real 28x28 digits as .npz."""
+    pythae = pytest.importorskip("pythae.models")
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("pythae")
+    torch.manual_seed(0)
+    pythae.VAE(pythae.VAEConfig(input_dim=(1, 28, 28), latent_dim=4)).save(str(root / "vae"))
+    d = load("mnist-embedded", "val", pad_to=None, limit=40)
+    np.savez(root / "digits.npz", images=(d.images[:, 0] * 255).round().numpy().astype(np.uint8), labels=d.labels.numpy())
+    return root / "vae", root / "digits.npz"
+
+
+def test_the_commands_take_a_pythae_folder_and_keep_out_of_it(pythae_folder, tmp_path, capsys):
+    from avae.cli import main
+
+    folder, digits = pythae_folder
+    before = sorted(p.name for p in folder.iterdir())
+    assert main(["evaluate", "--checkpoint", str(folder), "--data", str(digits), "--split", "test", "--quiet"]) == 0
+    assert "loss per image on 40" in capsys.readouterr().out
+    assert main(["train-pose-net", "--checkpoint", str(folder), "--data", str(digits), "--digits", "16",
+                 "--iterations", "3", "--quiet"]) == 0
+    assert (folder.parent / "vae.avae" / "pose-net-rotation.pt").is_file()
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing written into the user's folder
+    # the pose network beside it serves the amortized method, for align and embed alike
+    assert main(["align", "--checkpoint", str(folder), "--images", str(digits), "--method", "amortized",
+                 "--steps", "0", "--out", str(tmp_path / "al"), "--quiet"]) == 0
+    assert main(["embed", "--checkpoint", str(folder), "--images", str(digits), "--align", "--method", "amortized",
+                 "--steps", "0", "--out", str(tmp_path / "em"), "--quiet"]) == 0
+    import numpy as np
+
+    saved = np.load(tmp_path / "em" / "codes.npz")
+    assert saved["codes"].shape == (40, 4) and saved["poses"].shape == (40, 1) and saved["labels"].shape == (40,)
+    assert main(["embed", "--checkpoint", str(folder), "--images", str(digits), "--out", str(tmp_path / "plain"),
+                 "--quiet"]) == 0
+    assert set(np.load(tmp_path / "plain" / "codes.npz")) == {"codes", "labels"}
+
+
+def test_a_pythae_folder_without_pythae_is_one_line(pythae_folder, tmp_path, capsys, monkeypatch):
+    import sys
+
+    from avae.cli import main
+
+    folder, digits = pythae_folder
+    monkeypatch.setitem(sys.modules, "pythae", None)  # as if pythae were not installed
+    monkeypatch.setitem(sys.modules, "pythae.models", None)
+    assert main(["evaluate", "--checkpoint", str(folder), "--data", str(digits), "--split", "test"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a pythae model folder" in err[0] and "pip install 'avae[pythae]'" in err[0]

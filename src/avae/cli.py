@@ -67,7 +67,8 @@ def _add_align_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grid", action="store_true", help="search, rotation: evenly spaced candidates instead of random")
     g.add_argument("--levels", default="8,4,4", help="coarse-to-fine: candidates per level (default 8,4,4)")
     g.add_argument("--pose-net", default=None,
-                   help="amortized/stn: a pose network (default: pose-net-POSE.pt beside the checkpoint)")
+                   help="amortized/stn: a pose network (default: pose-net-POSE.pt beside the checkpoint; for a "
+                        "pythae model folder DIR, in DIR.avae/)")
     g.add_argument("--top-k", type=int, default=2, help="amortized: guesses per image")
     g.add_argument("--turns", type=int, default=1, choices=(1, 2, 4),
                    help="amortized/stn, rotation: pool the pose network over this many quarter turns of each image")
@@ -170,7 +171,7 @@ def _align_options(args, pose: str) -> dict:
     if args.method in ("amortized", "stn"):
         from avae.train import checkpoint
 
-        path = args.pose_net or checkpoint.checkpoint_path(args.checkpoint).parent / f"pose-net-{pose}.pt"
+        path = args.pose_net or checkpoint.model_home(args.checkpoint) / f"pose-net-{pose}.pt"
         options["pose_net"] = checkpoint.load(path, expect="pose-net")
     return options
 
@@ -195,8 +196,11 @@ def _inputs(args, split=None, limit=None, option="--data"):
 
     if limit is not None and limit < 1:
         raise AvaeError(f"--images must be at least 1, got {limit}")
-    payload = checkpoint.read(args.checkpoint)
-    model = checkpoint.model_from_payload(payload)
+    if checkpoint.is_pythae_folder(args.checkpoint):  # a foreign model: its own preprocessing is the user's
+        model, payload = checkpoint.load(args.checkpoint), {"path": str(args.checkpoint)}
+    else:
+        payload = checkpoint.read(args.checkpoint)
+        model = checkpoint.model_from_payload(payload)
     if model.name == "pose-net":
         raise AvaeError(f"{payload['path']}: holds a pose network; give the checkpoint of the model it serves")
     if args.pad is None:
@@ -268,13 +272,39 @@ def cmd_align(args) -> None:
           f"wrote {', '.join(files)} to {out}")
 
 
+def cmd_embed(args) -> None:
+    """Codes (posterior means) of images, after alignment if asked: codes.npz and metrics.json."""
+    import numpy as np
+
+    from avae.embedding import embed
+    from avae.io import atomic_path, write_json
+
+    args.data, args.data_dir, args.normalize = args.images, None, False
+    model, data = _inputs(args, split="all", option="--images")
+    out = _results_out(args.out)
+    options = _align_options(args, args.pose) if args.align else None
+    result = embed(model, data.images, options, pose=args.pose, seed=args.seed, progress=not args.quiet)
+    arrays = {"codes": result.codes.numpy(), "labels": data.labels.numpy()}
+    if result.pose is not None:
+        arrays.update(poses=result.pose.numpy(), loss=result.loss.numpy())
+    with atomic_path(out / "codes.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    from avae.evaluate.affine import describe_options
+
+    write_json(out / "metrics.json", {**_meta(args, data), "pose": args.pose if options else None,
+                                      "align": describe_options(options) if options else None,
+                                      "codes": list(result.codes.shape)})
+    how = f"aligned ({args.method}, pose {args.pose})" if options else "as given"
+    print(f"encoded {len(data)} images {how}: codes {tuple(result.codes.shape)} in {out / 'codes.npz'}")
+
+
 def cmd_train_pose_net(args) -> None:
     """Amortized alignment: fit a pose network to the model's own alignments of training digits."""
     from avae.align.amortized import fit_pose_net
     from avae.train import checkpoint
 
     model, data = _inputs(args, "train", limit=args.digits)
-    target = Path(args.out) if args.out else checkpoint.checkpoint_path(args.checkpoint).parent / f"pose-net-{args.pose}.pt"
+    target = Path(args.out) if args.out else checkpoint.model_home(args.checkpoint) / f"pose-net-{args.pose}.pt"
     prepare_out(target.parent)
     fit_pose_net(model, data, args.pose, target, iterations=args.iterations, seed=args.seed,
                  progress=not args.quiet, served=str(args.checkpoint), retrain=True)
@@ -434,12 +464,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_align_options(p)
     _add_common(p)
     p.set_defaults(func=cmd_align)
+    p = sub.add_parser("embed", help="codes of images (posterior means), aligned first with --align")
+    p.add_argument("--checkpoint", required=True, help="run directory, checkpoint.pt or a pythae model folder")
+    p.add_argument("--images", required=True, help="IDX dir, .npy/.npz array or folder of PNG images")
+    p.add_argument("--align", action="store_true", help="align each image (--method and its options) before encoding")
+    p.add_argument("--pose", choices=["rotation", "similarity", "affine", "affine-translation"], default="rotation")
+    p.add_argument("--out", required=True, help="writes codes.npz (codes, labels; poses and loss if aligned)")
+    p.add_argument("--pad", type=int, default=None, help="zero-pad to this size (default: the checkpoint's)")
+    _add_align_options(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_embed)
+
     p = sub.add_parser("train-pose-net", help="amortized alignment: learn to predict the model's own poses")
     p.add_argument("--checkpoint", required=True, help="the model whose alignments to learn")
     p.add_argument("--pose", choices=["rotation", "affine", "affine-translation"], default="rotation")
     p.add_argument("--digits", type=int, default=None, help="training digits searched once each (default all)")
     p.add_argument("--iterations", type=int, default=6000)
-    p.add_argument("--out", default=None, help="file to write (default: pose-net-POSE.pt beside the checkpoint)")
+    p.add_argument("--out", default=None, help="file to write (default: pose-net-POSE.pt beside the checkpoint; for a "
+                                               "pythae model folder DIR, in DIR.avae/, never inside DIR)")
     _add_data_options(p, "train")
     _add_common(p)
     p.set_defaults(func=cmd_train_pose_net)

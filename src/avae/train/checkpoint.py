@@ -153,11 +153,50 @@ def model_from_payload(payload: dict):
     return model.eval()
 
 
+PYTHAE_FILES = ("model_config.json", "model.pt")  # what pythae's ``model.save(dir)`` writes (and environment.json)
+
+
+def is_pythae_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder a pythae model was saved to (and not an avae run)."""
+    path = Path(path)
+    return path.is_dir() and not (path / FILENAME).exists() and all((path / f).is_file() for f in PYTHAE_FILES)
+
+
+def model_home(path: str | Path) -> Path:
+    """Where avae keeps what it makes for a model (its pose networks): an avae run's own folder, and
+    for a foreign model folder (pythae's) the folder ``NAME.avae`` beside it, never the user's folder."""
+    path = Path(path)
+    if is_pythae_folder(path):
+        return path.parent / f"{path.name}.avae"
+    return checkpoint_path(path).parent
+
+
+def _load_pythae(path: Path):
+    try:
+        from pythae.models import AutoModel
+    except ImportError:
+        raise AvaeError(f"{path}: a pythae model folder; reading it needs pythae: pip install 'avae[pythae]'") from None
+    from avae.models.wrapped import from_pythae
+
+    try:
+        model = AutoModel.load_from_folder(str(path))
+    except Exception as err:  # noqa: BLE001 - pythae fails in many ways on a damaged folder
+        raise AvaeError(f"{path}: pythae could not load this model folder ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:200]})") from None
+    return from_pythae(model.eval())
+
+
 def load(path: str | Path, expect: str | None = None):
-    """Rebuild a trained model from a checkpoint, in eval mode.
+    """Rebuild a trained model from a checkpoint, in eval mode; a pythae model folder becomes a wrapped
+    model (:func:`avae.models.from_pythae`, needs the ``pythae`` extra).
 
     ``expect`` names the model kind the caller needs; another kind is an error.
     """
+    if is_pythae_folder(path):
+        model = _load_pythae(Path(path))
+        if expect is not None and model.name != expect:
+            raise AvaeError(f"{path}: holds a pythae model, expected an avae '{expect}'")
+        return model
     payload = read(path)
     if expect is not None and payload["model"] != expect:
         raise AvaeError(f"{payload['path']}: holds a '{payload['model']}' model, expected '{expect}'")
