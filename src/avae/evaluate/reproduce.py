@@ -99,13 +99,13 @@ PRESETS = {
                           eval_restarts=12, eval_steps=5, affine_method="amortized", affine_polish=1,
                           pose_net_iterations=200),
     # full MNIST (55,000 training digits, all 10,000 test digits), a few hours on 2 CPU cores, resumable:
-    # 6 epochs (1,290 steps of 256) for each Table 1 model, warm-started training search, amortized
-    # alignment at test time (a pose network per model, then the identity and its top 2 guesses: 98 % of
-    # the paper-style search's gain at 2-3 forward passes instead of 45-47, benchmarks/results/alignment.md),
-    # with the paper-style search on 1,000 test digits beside it in Table 1
+    # 6 epochs (1,290 steps of 256) for each Table 1 model, 1 (215 steps) for each of Fig. 4, warm-started
+    # training search, amortized alignment at test time (a pose network per model, then the identity and
+    # its top 2 guesses: 98 % of the paper-style search's gain at 2-3 forward passes instead of 45-47,
+    # benchmarks/results/alignment.md), with the paper-style search on 1,000 test digits beside it in Table 1
     "standard": AffinePreset("standard", train_images=None, epochs=6, transopt_epochs=6, train_restarts=2,
                              train_steps=1, train_warm_start=True, latent_sizes=(4, 8, 16, 32), latent_seeds=2,
-                             latent_epochs=2, latent_test_images=None, test_images=None, degrees="0:180:20",
+                             latent_epochs=1, latent_test_images=None, test_images=None, degrees="0:180:20",
                              sweep_method="amortized", eval_restarts=30, eval_steps=20, affine_method="amortized",
                              affine_polish=1, pose_net_iterations=3000, pose_net_digits=10000, train_data="full",
                              table1_search_images=1000, ablation_images=10000, ablation_epochs=4),
