@@ -277,6 +277,7 @@ def cmd_embed(args) -> None:
     import numpy as np
 
     from avae.embedding import embed
+    from avae.evaluate.affine import describe_options
     from avae.io import atomic_path, write_json
 
     args.data, args.data_dir, args.normalize = args.images, None, False
@@ -289,8 +290,6 @@ def cmd_embed(args) -> None:
         arrays.update(poses=result.pose.numpy(), loss=result.loss.numpy())
     with atomic_path(out / "codes.npz") as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
-    from avae.evaluate.affine import describe_options
-
     write_json(out / "metrics.json", {**_meta(args, data), "pose": args.pose if options else None,
                                       "align": describe_options(options) if options else None,
                                       "codes": list(result.codes.shape)})
