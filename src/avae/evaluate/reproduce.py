@@ -278,7 +278,7 @@ def reproduce_affine_vae(preset: AffinePreset, out: Path, *, data_dir, seed: int
         searched = {r: stage("Table 1 by the paper-style search", f"search-{r}",
                              {"model": _model_key(out, f"L8-{r}"), "images": n_search, "align": paper_search},
                              lambda r=r: sweep(L8[r], subset, paper_search)) for r in L8}
-    table1 = _table1(sweeps, searched, len(test), n_search)
+    table1 = _table1(sweeps, searched)
     for r, s in sweeps.items():
         write_csv(out / f"rotation_sweep_{r}.csv", s["rows"])
     affine_report.sweep_figure({affine_report.LABELS[m]: [x for x in sweeps["plain"]["rows"] if x["method"] == m]
@@ -372,7 +372,7 @@ def reproduce_affine_vae(preset: AffinePreset, out: Path, *, data_dir, seed: int
     return summary
 
 
-def _table1(sweeps: dict, searched: dict, n_test: int, n_search: int) -> list[dict]:
+def _table1(sweeps: dict, searched: dict) -> list[dict]:
     """Table 1 in the paper's order (best first), each row labelled with how it was aligned."""
     def row(model: str, regime: str, method: str, paper, alignment: str) -> dict:
         r = {"model": model, "alignment": alignment,
