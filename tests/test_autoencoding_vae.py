@@ -252,7 +252,8 @@ def test_post_processing_fine_tunes_the_encoder_only():
 
 
 def test_frechet_distance_and_chains():
-    from avae.evaluate.autoencoding import frechet_distance, label_kept, reconstruction_chain
+    from avae.evaluate.autoencoding import label_kept, reconstruction_chain
+    from avae.evaluate.sample_quality import frechet_distance
     from avae.nets.classifier import MNISTNet
 
     rng = np.random.default_rng(0)

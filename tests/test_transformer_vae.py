@@ -276,7 +276,9 @@ def test_bad_configs_are_one_line_errors():
 # 9 small models (totals of 8 leave no room for the TPS's 18 pose numbers in Fig. 5; it still trains for the rest)
 TINY = experiments.TransformerPreset("test", train_images=60, epochs=1, totals=(8,), svm_latents=(2,), prior_latent=2,
                                      test_images=60, is_images=8, is_samples=4, svm_folds=3, batch_size=60,
-                                     min_content_latent=2, replicates=2)
+                                     min_content_latent=2, replicates=2, recon_samples=2, train_error_images=40,
+                                     sample_latents=(2,), fig9_specs=(("tvae-affine", 2),), fd_samples=30,
+                                     classifier_epochs=1, adadelta=("tvae-affine:2",))
 
 
 @pytest.mark.parametrize("name", ["quick", "standard"])
@@ -352,27 +354,40 @@ def test_reproduce_transformer_vae_end_to_end(mnist_test_dir, tmp_path, monkeypa
     out = tmp_path / "r"
     assert main(["reproduce", "transformer-vae", "--data-dir", str(mnist_test_dir), "--out", str(out), "--quiet"]) == 0
     assert "report:" in capsys.readouterr().out
-    for name in ("report.md", "metrics.json", "fig5_reconstruction_vs_latent.png", "fig6_samples_mean_pose.png",
-                 "fig8_latent_scatter.png", "fig9_latent_walk.png", "fig10_prior_samples.png", "fig_reconstructions.png",
-                 "table1_svm.csv", "importance_sampling.csv", "priors.csv", "reconstruction_vs_latent.csv"):
+    for name in ("report.md", "metrics.json", "fig5_reconstruction_vs_latent.png", "fig6_7_samples.png",
+                 "fig9_samples_total30.png", "fig8_latent_scatter.png", "fig9_latent_walk.png", "fig10_prior_samples.png",
+                 "fig_reconstructions.png", "table1_svm.csv", "importance_sampling.csv", "priors.csv",
+                 "reconstruction_vs_latent.csv", "sample_quality.csv", "optimizers.csv"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     summary = metrics["summary"]
     assert {r["series"] for r in summary["reconstruction_vs_latent"]} == {"VAE", "affine TVAE", "affine DTVAE",
                                                                          "affine TVAE, diagonal prior"}
-    # 9 models, and a second training run of each but the latent-scatter ones (4 of Fig. 5, 4 of Table 1, 6 of
-    # the priors, 7 of importance sampling, 9 distinct in all), whose means the rows keep
-    assert len(list((out / "models").iterdir())) == 9 + 9 and (out / "models" / "vae-z8-rep1").is_dir()
+    # 12 models, a second training run of each but the latent-scatter and sample ones (4 of Fig. 5, 4 of Table 1,
+    # 9 of the priors, 7 of importance sampling, 12 distinct in all), one Adadelta run, and the sample-quality
+    # classifier
+    assert len(list((out / "models").iterdir())) == 12 + 12 + 1 + 1 and (out / "models" / "vae-z8-rep1").is_dir()
+    assert (out / "models" / "tvae-tps-z2-full-r4").is_dir() and (out / "models" / "tvae-affine-z2-adadelta").is_dir()
     assert (out / "models" / "tvae-tps-z2-rep1").is_dir() and (out / "models" / "tvae-affine-z2-full-rep1").is_dir()
     assert all(len(r["nll replicates"]) == 2 and r["pose std"] >= 0 for r in summary["priors"])
     assert all(len(r["log p(x) replicates"]) == 2 for r in summary["importance_sampling"])
     assert all(len(r["nll replicates"]) == 2 for r in summary["reconstruction_vs_latent"])
     assert all(0 < r["train nll"] < 1000 for r in summary["reconstruction_vs_latent"])
+    # Fig. 5 plots E_q over 2 draws; the error at the posterior mean is kept beside it and differs from it
+    assert all(r["samples"] == 2 and r["nll"] != r["nll at mean"] for r in summary["reconstruction_vs_latent"])
+    assert all(r["KL"] > 0 and r["gap / KL"] >= 0 for r in summary["importance_sampling"])
+    assert {r["name"] for r in summary["priors"]} >= {"tvae-affine-z2-full-r2", "tvae-tps-z2-full-r4", "tvae-tps-z2-full"}
+    assert [r["optimizer"] for r in summary["optimizers"]] == ["adam", "adadelta"]
+    assert [(r["model"], r["dim z"]) for r in summary["sample_quality"]] == [
+        ("VAE", 2), ("affine TVAE", 2), ("TPS TVAE", 2), ("affine DTVAE", 2), ("affine TVAE", 2)]
+    assert all(r["FD (mean pose)"] >= 0 for r in summary["sample_quality"])
     assert [r["features"] for r in summary["table1"]][:2] == ["raw pixels", "PCA(2)"]
     for r in summary["table1"][2:]:
         assert r["runs"] == 2 and r["test accuracy"] == pytest.approx(sum(r["test accuracy runs"]) / 2)
     assert all(r["gap"] >= 0 and math.isfinite(r["log p(x)"]) for r in summary["importance_sampling"])
     report = (out / "report.md").read_text()
+    assert "E_q(z,u|x)" in report and "Adadelta" in report and "Fréchet distance" in report and "gap / KL" in report
+    assert "The thesis's comparisons" in report and "at the posterior mean" in report
     assert "preset `test`" in report and "60 digits of the real MNIST test set" in report and "z only" in report
     assert "| affine TVAE, diagonal prior |" in report and "z >= 2" in report and "better with the prior?" in report
     assert len(summary["convergence"]) == len(TINY.fig5_specs()) and "How far from converged" in report

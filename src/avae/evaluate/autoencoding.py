@@ -23,9 +23,10 @@ from torch import nn
 from avae.attacks import (EncoderClassifier, accuracy, art_available, art_pgd, attack_classifier, attack_representation,
                           fgsm)
 from avae.data import color_mnist, reproduction_splits
-from avae.io import atomic_path, write_json
+from avae.io import write_json
 from avae.models.autoencoding_vae import post_process_encoder
-from avae.nets.classifier import MNISTNet, train_classifier
+from avae.evaluate.sample_quality import frechet_distance, mnistnet, net_features
+from avae.nets.classifier import MNISTNet
 from avae.report.provenance import provenance
 from avae.train import checkpoint
 from avae.train.loop import TrainConfig, fit, mean_and_sem
@@ -286,23 +287,6 @@ def reconstruction_mse(model, images: torch.Tensor, batch_size: int = 2000) -> d
 
 
 @torch.no_grad()
-def net_features(net: MNISTNet, images: torch.Tensor, batch_size: int = 2000) -> np.ndarray:
-    return torch.cat([net.features(x) for x in images.split(batch_size)]).double().numpy()
-
-
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (rows are samples):
-    |m_a - m_b|^2 + tr(C_a + C_b - 2 (C_a^1/2 C_b C_a^1/2)^1/2), by symmetric eigendecompositions
-    (stable when dead ReLU features make a covariance singular)."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(cov_a)
-    root_a = (v * np.sqrt(w.clip(min=0))) @ v.T
-    cross = np.sqrt(np.linalg.eigvalsh(root_a @ cov_b @ root_a).clip(min=0)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
-
-
-@torch.no_grad()
 def reconstruction_chain(model, images: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
     """x, then reconstruct the reconstruction ``steps`` times (z sampled from q(z|x_t), decoder mean):
     (steps + 1, N, C, H, W)."""
@@ -323,20 +307,6 @@ def label_kept(net: MNISTNet, chain: torch.Tensor) -> torch.Tensor:
     return (labels[1:] == labels[0]).float().mean(0)
 
 
-def mnistnet(train, out: Path, preset, seed: int = 0) -> MNISTNet:
-    """The classifier trained here on the ColorMNIST training digits (reused from OUT/models)."""
-    path = out / "models" / "mnistnet.pt"
-    net = MNISTNet(train.images.shape[1], train.images.shape[-1])
-    if path.exists():
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return net.eval()
-    net = train_classifier(train.images, train.labels, epochs=preset.classifier_epochs, seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(net.state_dict(), tmp)
-    return net
-
-
 def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_dir, seed: int = 0,
                                progress: bool = True, data: str = "mnist", device: str = "cpu") -> dict:
     """Train every model, evaluate it, write metrics.json, CSVs, figures and report.md into ``out``."""
@@ -345,7 +315,7 @@ def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_di
     out = Path(out)
     train, val, test = datasets(preset, data_dir, seed, data)
     models, seconds = train_models(preset, train, val, out, seed=seed, progress=progress, device=device)
-    net = mnistnet(train, out, preset, seed)
+    net = mnistnet(train, out / "models" / "mnistnet.pt", epochs=preset.classifier_epochs, seed=seed)
     test_net_accuracy = _pct(accuracy(net, test.images, test.labels))
     baselines = pixel_baselines(train, test, seed)
     fd_test = test.take(preset.fd_samples, seed)
@@ -379,4 +349,4 @@ def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_di
 
 __all__ = ["AutoencodingPreset", "PRESETS", "reproduce_autoencoding_vae", "linear_probe", "pixel_baselines",
            "latent_usage", "robustness",
-           "frechet_distance", "reconstruction_chain", "label_kept", "datasets", "train_models"]
+           "reconstruction_chain", "label_kept", "datasets", "train_models"]

@@ -14,6 +14,7 @@ again. Each experiment is a function of trained models and data that returns tid
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,12 +29,17 @@ from avae.models.transformer_vae import importance_sampled_bounds, make_transfor
 from avae.report.figures import image_rows
 from avae.report.provenance import provenance
 from avae.report.tables import write_csv
-from avae.report.transformer import SAMPLE_GRID, latent_scatter, panels
+from avae.report.transformer import SAMPLE_GRID, latent_scatter, panel_grid, panels
 from avae.train.loop import TrainConfig, fit, mean_and_sem, per_image_loss
 
-# Thesis Table 1: linear-SVM test accuracy (%) on the latent means, models trained on full MNIST.
-THESIS_TABLE1 = {("VAE", 8): 87.99, ("affine TVAE", 8): 88.39, ("affine DTVAE", 8): 93.87,
-                 ("TPS TVAE", 20): 94.48, ("affine DTVAE", 20): 94.17}
+# Thesis Table 1, all eleven rows: linear-SVM test accuracy (%) on raw pixels, PCA components and the
+# latent means (models trained on MNIST's training digits: 60,000 is our reading, the copy of the thesis we
+# have is cut before its data section)
+THESIS_TABLE1 = {("raw pixels", "-"): 91.80,
+                 ("PCA", 8): 75.51, ("VAE", 8): 87.99, ("affine TVAE", 8): 88.39, ("TPS TVAE", 8): 88.65,
+                 ("affine DTVAE", 8): 93.87,
+                 ("PCA", 20): 86.52, ("VAE", 20): 86.45, ("affine TVAE", 20): 90.51, ("TPS TVAE", 20): 94.48,
+                 ("affine DTVAE", 20): 94.17}
 
 # kind -> (label, registered model, fixed config fields); every model is the thesis's: dense nets
 # of two hidden layers of 256 ReLU units, Bernoulli likelihood, 28x28 digits.
@@ -60,26 +66,36 @@ class ModelSpec:
     prior: str = "none"  # prior on u (transformer models)
     # which training run of this model: replicate k is trained with seed + k (same data and split)
     replicate: int = 0
+    rank: int = 0  # prior "full": dimension of u (0: the transformer's degrees of freedom, maximum rank)
+    optimizer: str = "adam"  # avae.train.TrainConfig.optimizer: adam (ours) or adadelta (the thesis's)
 
     @classmethod
     def parse(cls, text: str, replicate: int = 0) -> ModelSpec:
-        """``KIND:Z[:PRIOR]`` (as the experiment scripts take them), e.g. ``tvae-affine:8:diagonal``."""
+        """``KIND:Z[:PRIOR[:RANK]]`` (as the experiment scripts take them), e.g. ``tvae-affine:8:diagonal``
+        or ``tvae-tps:8:full:4``."""
         kind, _, rest = text.partition(":")
-        latent, _, prior = rest.partition(":")
-        if kind not in KINDS or not latent.isdigit() or (prior or "none") not in PRIOR_LABELS:
-            raise AvaeError(f"model {text!r}: expected KIND:Z[:PRIOR] with KIND one of {', '.join(KINDS)}, Z a "
-                            f"positive integer and PRIOR one of {', '.join(PRIOR_LABELS)}")
-        return cls(kind, int(latent), prior or "none", replicate)
+        latent, _, rest = rest.partition(":")
+        prior, _, rank = rest.partition(":")
+        if (kind not in KINDS or not latent.isdigit() or (prior or "none") not in PRIOR_LABELS
+                or (rank and (not rank.isdigit() or prior != "full"))):
+            raise AvaeError(f"model {text!r}: expected KIND:Z[:PRIOR[:RANK]] with KIND one of {', '.join(KINDS)}, Z a "
+                            f"positive integer, PRIOR one of {', '.join(PRIOR_LABELS)} and RANK (prior full only) "
+                            "a positive integer")
+        return cls(kind, int(latent), prior or "none", replicate, int(rank or 0))
 
     @property
     def name(self) -> str:
         return (f"{self.kind}-z{self.latent}" + ("" if self.prior == "none" else f"-{self.prior}")
+                + (f"-r{self.rank}" if self.rank else "")
+                + ("" if self.optimizer == "adam" else f"-{self.optimizer}")
                 + (f"-rep{self.replicate}" if self.replicate else ""))
 
     @property
     def label(self) -> str:
         text = f"{KINDS[self.kind][0]} (z={self.latent})"
-        return text if self.kind == "vae" or self.prior == "none" else f"{text}, {self.prior} prior"
+        if self.kind != "vae" and self.prior != "none":
+            text += f", {self.prior} prior" + (f" of rank {self.rank}" if self.rank else "")
+        return text + ("" if self.optimizer == "adam" else f", {self.optimizer.capitalize()}")
 
     @property
     def series(self) -> str:
@@ -102,6 +118,8 @@ class ModelSpec:
 
     def config(self) -> dict:
         extra = {} if self.kind == "vae" else {"prior": self.prior}
+        if self.rank:
+            extra["rank"] = self.rank
         return {"latent": self.latent, **KINDS[self.kind][2], **extra}
 
 
@@ -117,6 +135,9 @@ class TransformerPreset:
     is_images: int  # importance sampling: test digits ...
     is_samples: int  # ... and samples per digit
     svm_folds: int = 9
+    # Table 1's linear SVM: "primal" (liblinear's primal solver) or "sgd" (SGD on the hinge loss, a fixed
+    # budget of 15 epochs), benchmarks/results/svm_solvers.md
+    svm_solver: str = "primal"
     batch_size: int = 100
     lr: float = 1e-3
     lr_schedule: str = "constant"  # avae.train.TrainConfig.lr_schedule
@@ -130,6 +151,21 @@ class TransformerPreset:
     replicates: int = 1
     # "embedded" (4,500 / 500 embedded digits) or "full" (full MNIST, avae.data.reproduction_splits)
     train_data: str = "embedded"
+    # Fig. 5's reconstruction error E_q[-log p(x|z,u)]: Monte Carlo draws from q per test digit
+    recon_samples: int = 10
+    # the over-fitting check: the same error on this many training digits (None: all)
+    train_error_images: int | None = 10000
+    # Fig. 11: full-covariance priors at these ranks (dimension of u) besides the maximum, per transformer
+    full_ranks: tuple[tuple[str, int], ...] = (("tvae-affine", 2), ("tvae-tps", 4))
+    # Figs. 6 and 7: samples of every main model at these dimensions of z; Fig. 9: (kind, z) at a total of 30
+    sample_latents: tuple[int, ...] = (2, 10, 20)
+    fig9_specs: tuple[tuple[str, int], ...] = (("tvae-affine", 24), ("tvae-tps", 12))
+    # sample quality: Fréchet distance in a digit classifier's features (trained here on the training
+    # digits for this many epochs), samples per model
+    fd_samples: int = 2000
+    classifier_epochs: int = 3
+    # the thesis's optimizer (Adadelta) against ours (Adam) on these models of Fig. 5, one run each
+    adadelta: tuple[str, ...] = ()
 
     def fig5_specs(self) -> list[ModelSpec]:
         specs = []
@@ -153,7 +189,18 @@ class TransformerPreset:
     def prior_specs(self) -> list[ModelSpec]:
         z = self.prior_latent
         return [ModelSpec("tvae-affine", z), ModelSpec("tvae-affine", z, "diagonal"), ModelSpec("tvae-affine5", z, "diagonal"),
-                ModelSpec("tvae-affine", z, "full"), ModelSpec("tvae-tps", z), ModelSpec("tvae-tps", z, "diagonal")]
+                ModelSpec("tvae-affine", z, "full"), ModelSpec("tvae-tps", z), ModelSpec("tvae-tps", z, "diagonal"),
+                ModelSpec("tvae-tps", z, "full")] + [ModelSpec(kind, z, "full", rank=r) for kind, r in self.full_ranks]
+
+    def sample_specs(self) -> list[ModelSpec]:
+        """Figs. 6, 7 (every main model at each of ``sample_latents``) and 9 (a total of 30)."""
+        return ([ModelSpec(kind, z) for z in self.sample_latents for kind in MAIN_KINDS]
+                + [ModelSpec(kind, z) for kind, z in self.fig9_specs])
+
+    def adadelta_specs(self) -> list[ModelSpec]:
+        """The Adadelta runs and the Adam runs (replicate 0) they are compared with."""
+        adam = [ModelSpec.parse(text) for text in self.adadelta]
+        return adam + [replace(s, optimizer="adadelta") for s in adam]
 
     def importance_specs(self) -> list[ModelSpec]:
         return [ModelSpec(kind, self.prior_latent) for kind in MAIN_KINDS] + [
@@ -161,7 +208,7 @@ class TransformerPreset:
 
     def all_specs(self) -> list[ModelSpec]:
         specs = self.runs(self.fig5_specs() + self.svm_specs() + self.prior_specs() + self.importance_specs())
-        return list(dict.fromkeys(specs + self.scatter_specs()))
+        return list(dict.fromkeys(specs + self.scatter_specs() + self.sample_specs() + self.adadelta_specs()))
 
 
 PRESETS = {
@@ -194,20 +241,39 @@ def train_models(specs, train, val, out: Path, preset: TransformerPreset, seed: 
     trained with seed ``seed + spec.replicate``."""
     config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr, lr_schedule=preset.lr_schedule,
                          weight_decay=0.0, seed=seed)
-    return {s: fit(s.model, s.config(), train, val, replace(config, seed=seed + s.replicate),
+    # Adadelta at its usual learning rate 1.0 (the thesis names the optimizer, not its settings)
+    lr = {"adam": preset.lr, "adadelta": 1.0}
+    return {s: fit(s.model, s.config(), train, val,
+                   replace(config, seed=seed + s.replicate, optimizer=s.optimizer, lr=lr[s.optimizer]),
                    Path(out) / "models" / s.name, resume=True, progress=progress, device=device)
             for s in specs}
 
 
-def reconstruction_rows(models: dict, test) -> list[dict]:
-    """Per model: test reconstruction error (Bernoulli nll, posterior-mean latents) and loss, mean ± s.e."""
+def error_terms(model, data, samples: int = 0, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Per image (N,): ``"nll"``, the reconstruction error the thesis plots in Fig. 5 (the second term of
+    the likelihood, E_q(z,u|x)[-log p(x|z,u)], by Monte Carlo over ``samples`` draws from q, seeded), or at
+    the posterior mean when ``samples`` is 0; ``"nll at mean"``, the error at the posterior mean (z, u);
+    ``"kl"``, KL(q(z,u|x) || p(z,u)); ``"loss"`` = ``"nll"`` + ``"kl"`` (the negative ELBO for samples > 0)."""
+    at_mean = per_image_loss(model, data)
+    nll = at_mean["nll"]
+    if samples:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            nll = torch.stack([per_image_loss(model, data, sample=True)["nll"] for _ in range(samples)]).mean(0)
+    return {"nll": nll, "nll at mean": at_mean["nll"], "kl": at_mean["kl"], "loss": nll + at_mean["kl"]}
+
+
+def reconstruction_rows(models: dict, test, samples: int = 0, seed: int = 0) -> list[dict]:
+    """Per model: test reconstruction error (:func:`error_terms`: E_q with ``samples`` draws, and at the
+    posterior mean) and loss, mean ± s.e. over digits."""
     rows = []
     for spec, model in models.items():
-        terms = per_image_loss(model, test)
-        nll, loss = mean_and_sem(terms["nll"]), mean_and_sem(terms["loss"])
+        terms = error_terms(model, test, samples, seed)
+        nll, loss, at_mean = (mean_and_sem(terms[k]) for k in ("nll", "loss", "nll at mean"))
         rows.append({"model": KINDS[spec.kind][0], "series": spec.series, "name": spec.name, "prior": spec.prior,
                      "dim z": spec.latent,
                      "dim u": spec.pose_dof, "total latent": spec.total, "nll": nll["mean"], "nll sem": nll["sem"],
+                     "nll at mean": at_mean["mean"], "nll at mean sem": at_mean["sem"], "samples": samples,
                      "loss": loss["mean"], "loss sem": loss["sem"], "kl": terms["kl"].mean().item(), "n": nll["n"]})
     return rows
 
@@ -220,16 +286,16 @@ def group_runs(models: dict) -> dict:
     return runs
 
 
-def prior_rows(models: dict, test) -> list[dict]:
+def prior_rows(models: dict, test, samples: int = 0, seed: int = 0) -> list[dict]:
     """:func:`replicated_reconstruction_rows` with each model's :func:`pose_spread` (mean over runs)."""
-    rows = replicated_reconstruction_rows(models, test)
+    rows = replicated_reconstruction_rows(models, test, samples=samples, seed=seed)
     for row, replicates in zip(rows, group_runs(models).values()):
         spreads = [pose_spread(models[s], test.images) for s in replicates]
         row.update({k: float(np.mean([x[k] for x in spreads])) for k in spreads[0]})
     return rows
 
 
-def replicated_reconstruction_rows(models: dict, test, train=None) -> list[dict]:
+def replicated_reconstruction_rows(models: dict, test, train=None, samples: int = 0, seed: int = 0) -> list[dict]:
     """:func:`reconstruction_rows` over the training runs of each model (specs that differ only in
     ``replicate``): each digit's error is averaged over the runs, then mean ± s.e. over digits; the
     mean of each run is kept in ``"nll replicates"`` (replicate order) to show the spread over seeds.
@@ -237,16 +303,18 @@ def replicated_reconstruction_rows(models: dict, test, train=None) -> list[dict]
     the gap between the two is how much a model over-fits its training set."""
     rows = []
     for spec, replicates in group_runs(models).items():
-        terms = [per_image_loss(models[s], test) for s in replicates]
-        nll = mean_and_sem(torch.stack([t["nll"] for t in terms]).mean(0))
-        loss = mean_and_sem(torch.stack([t["loss"] for t in terms]).mean(0))
+        terms = [error_terms(models[s], test, samples, seed) for s in replicates]
+        nll, loss, at_mean = (mean_and_sem(torch.stack([t[k] for t in terms]).mean(0))
+                              for k in ("nll", "loss", "nll at mean"))
         rows.append({"model": KINDS[spec.kind][0], "series": spec.series, "name": spec.name, "prior": spec.prior,
                      "dim z": spec.latent, "dim u": spec.pose_dof, "total latent": spec.total,
-                     "nll": nll["mean"], "nll sem": nll["sem"], "loss": loss["mean"], "loss sem": loss["sem"],
+                     "nll": nll["mean"], "nll sem": nll["sem"], "nll at mean": at_mean["mean"],
+                     "nll at mean sem": at_mean["sem"], "samples": samples,
+                     "loss": loss["mean"], "loss sem": loss["sem"],
                      "kl": torch.stack([t["kl"] for t in terms]).mean().item(), "n": nll["n"],
                      "replicates": len(replicates), "nll replicates": [t["nll"].mean().item() for t in terms]})
         if train is not None:
-            rows[-1]["train nll"] = float(np.mean([per_image_loss(models[s], train)["nll"].mean().item()
+            rows[-1]["train nll"] = float(np.mean([error_terms(models[s], train, samples, seed)["nll"].mean().item()
                                                    for s in replicates]))
     return rows
 
@@ -269,7 +337,8 @@ def mean_pose(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Tens
 def pose_spread(model, images: torch.Tensor) -> dict[str, float]:
     """How much pose the model uses: the standard deviation of the posterior-mean poses of
     ``images`` and the prior's standard deviation (NaN without a prior), each averaged over the
-    pose parameters."""
+    pose parameters, and the largest correlation (absolute) between two pose parameters over ``images``
+    (the thesis: "up to 30 %" for the affine posterior)."""
     model.eval()
     poses = torch.cat([model.pose_of(images[s : s + 1000]) for s in range(0, len(images), 1000)])
     latent = model.pose_latent
@@ -279,12 +348,16 @@ def pose_spread(model, images: torch.Tensor) -> dict[str, float]:
         prior_std = latent.weight.pow(2).sum(1).sqrt().mean().item()
     else:
         prior_std = float("nan")
-    return {"pose std": poses.std(0).mean().item(), "prior std": prior_std}
+    corr = torch.corrcoef(poses.T)
+    off_diagonal = corr[~torch.eye(len(corr), dtype=torch.bool)].abs().nan_to_num()
+    return {"pose std": poses.std(0).mean().item(), "prior std": prior_std,
+            "max pose correlation": off_diagonal.max().item() if off_diagonal.numel() else float("nan")}
 
 
 def svm_rows(features: dict[str, tuple[np.ndarray, np.ndarray]], y_train, y_test, *, folds: int = 9, seed: int = 0,
-             pca: int | None = None) -> list[dict]:
-    """A linear SVM (scikit-learn LinearSVC, C = 1, primal solver) per feature set: ``folds``-fold
+             pca: int | None = None, solver: str = "primal") -> list[dict]:
+    """A linear SVM per feature set (``solver`` "primal": scikit-learn LinearSVC, C = 1, liblinear's primal
+    solver; "sgd": SGDClassifier on the hinge loss, alpha = 1 / (C n), 15 epochs): ``folds``-fold
     cross-validated accuracy on the training features (mean and standard deviation over folds, %)
     and test accuracy after fitting on all training features (%). Latents and PCA components are
     standardised; raw pixels are not (they share one scale, and standardising the nearly constant
@@ -294,6 +367,7 @@ def svm_rows(features: dict[str, tuple[np.ndarray, np.ndarray]], y_train, y_test
         from sklearn.model_selection import StratifiedKFold, cross_val_score
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
+        from sklearn.linear_model import SGDClassifier
         from sklearn.svm import LinearSVC
     except ImportError:
         raise AvaeError("the SVM probes need scikit-learn: pip install scikit-learn") from None
@@ -303,7 +377,10 @@ def svm_rows(features: dict[str, tuple[np.ndarray, np.ndarray]], y_train, y_test
         began = time.perf_counter()
         steps = [PCA(pca, random_state=seed)] if pca and label.startswith("PCA") else []
         steps += [] if label == "raw pixels" else [StandardScaler()]
-        classifier = make_pipeline(*steps, LinearSVC(C=1.0, dual=False, max_iter=2000, random_state=seed))
+        n_fit = len(train_x) * (folds - 1) // folds
+        svm = (LinearSVC(C=1.0, dual=False, max_iter=2000, random_state=seed) if solver == "primal" else
+               SGDClassifier(loss="hinge", alpha=1.0 / n_fit, max_iter=15, tol=None, random_state=seed))
+        classifier = make_pipeline(*steps, svm)
         cv = cross_val_score(classifier, train_x, y_train, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
         test_accuracy = classifier.fit(train_x, y_train).score(test_x, y_test)
         rows.append({"features": label, "dim": int(pca if pca and label.startswith("PCA") else train_x.shape[1]),
@@ -312,7 +389,7 @@ def svm_rows(features: dict[str, tuple[np.ndarray, np.ndarray]], y_train, y_test
     return rows
 
 
-def table1_rows(models: dict, train, test, latents, *, folds: int = 9, seed: int = 0) -> list[dict]:
+def table1_rows(models: dict, train, test, latents, *, folds: int = 9, seed: int = 0, solver: str = "primal") -> list[dict]:
     """Table 1: raw pixels, PCA(d) and every model's latent means at each latent size d. A model trained
     several times (specs that differ only in ``replicate``) gets one row: accuracies averaged over its
     runs, with ``"test accuracy sd"`` over runs and each run's ``"test accuracy runs"`` (replicate order)."""
@@ -324,14 +401,14 @@ def table1_rows(models: dict, train, test, latents, *, folds: int = 9, seed: int
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Liblinear failed to converge")  # such a fold still counts
         rows += [{"size": "-", **_mean_over_runs([r])}
-                 for r in svm_rows({"raw pixels": raw}, y_train, y_test, folds=folds, seed=seed)]
+                 for r in svm_rows({"raw pixels": raw}, y_train, y_test, folds=folds, seed=seed, solver=solver)]
         for d in latents:
             rows += [{"size": d, **_mean_over_runs([r])}
-                     for r in svm_rows({f"PCA({d})": raw}, y_train, y_test, folds=folds, seed=seed, pca=d)]
+                     for r in svm_rows({f"PCA({d})": raw}, y_train, y_test, folds=folds, seed=seed, pca=d, solver=solver)]
             for spec, replicates in group_runs({s: m for s, m in models.items() if s.latent == d and s.prior == "none"}).items():
                 label = f"{KINDS[spec.kind][0]}({d})"
                 per_run = [svm_rows({label: (latent_means(models[s], train.images), latent_means(models[s], test.images))},
-                                    y_train, y_test, folds=folds, seed=seed)[0] for s in replicates]
+                                    y_train, y_test, folds=folds, seed=seed, solver=solver)[0] for s in replicates]
                 rows.append({"size": d, **_mean_over_runs(per_run)})
     for r in rows:
         model = r["features"].split("(")[0]
@@ -351,18 +428,48 @@ def _mean_over_runs(rows: list[dict]) -> dict:
 def importance_rows(models: dict, test, *, samples: int, seed: int = 0) -> list[dict]:
     """Per model: log p(x) by importance sampling with ``samples`` draws from q, the ELBO on the same
     draws, and their gap, per test digit (nats; each averaged over the model's training runs), mean ±
-    s.e. over digits; each run's mean log p(x) in ``"log p(x) replicates"``."""
+    s.e. over digits, beside KL(q(z,u|x) || p(z,u)) (analytic; the thesis's section VI.i found the gap
+    roughly equal to it); each run's mean log p(x) in ``"log p(x) replicates"``."""
     rows = []
     for spec, replicates in group_runs(models).items():
         began = time.perf_counter()
         bounds = [importance_sampled_bounds(models[s], test.images, samples, seed=seed) for s in replicates]
         log_px, elbo = (torch.stack([b[k] for b in bounds]).mean(0) for k in ("log_px", "elbo"))
-        lp, el, gap = (mean_and_sem(v) for v in (log_px, elbo, log_px - elbo))
+        kl = torch.stack([per_image_loss(models[s], test)["kl"] for s in replicates]).mean(0)
+        lp, el, gap, kl_ = (mean_and_sem(v) for v in (log_px, elbo, log_px - elbo, kl))
         rows.append({"model": spec.label, "name": spec.name, "prior on u": spec.prior if spec.kind != "vae" else "-",
                      "log p(x)": lp["mean"], "log p(x) sem": lp["sem"], "ELBO": el["mean"], "ELBO sem": el["sem"],
-                     "gap": gap["mean"], "gap sem": gap["sem"], "samples": samples, "n": lp["n"],
+                     "gap": gap["mean"], "gap sem": gap["sem"], "KL": kl_["mean"], "KL sem": kl_["sem"],
+                     "gap / KL": gap["mean"] / kl_["mean"] if kl_["mean"] > 0 else float("nan"),
+                     "samples": samples, "n": lp["n"],
                      "replicates": len(replicates), "log p(x) replicates": [b["log_px"].mean().item() for b in bounds],
                      "seconds": time.perf_counter() - began})
+    return rows
+
+
+@torch.no_grad()
+def sample_quality_rows(models: dict, specs, net, reference: np.ndarray, *, samples: int, seed: int = 0,
+                        train=None) -> list[dict]:
+    """Per model of ``specs``: the Fréchet distance between ``samples`` of its samples and the real digits
+    whose classifier features are ``reference`` (:mod:`avae.evaluate.sample_quality`), with u at the
+    training digits' mean pose (``train``) and at the identity. Lower is closer to real digits."""
+    from avae.evaluate.sample_quality import frechet_distance, net_features
+
+    rows = []
+    for spec in specs:
+        model = models[spec].eval()
+        generator = lambda: torch.Generator().manual_seed(seed)  # noqa: E731 - the same z for every pose
+        row = {"model": KINDS[spec.kind][0], "dim z": spec.latent, "dim u": spec.pose_dof, "total latent": spec.total,
+               "samples": samples}
+        if spec.kind == "vae":
+            row["FD (mean pose)"] = row["FD (identity)"] = frechet_distance(
+                net_features(net, model.sample(samples, generator())), reference)
+        else:
+            pose = mean_pose(model, train.images)
+            row["FD (mean pose)"] = frechet_distance(net_features(net, model.sample(samples, generator(), pose=pose)), reference)
+            row["FD (identity)"] = frechet_distance(
+                net_features(net, model.sample(samples, generator(), pose=model.transformer.identity())), reference)
+        rows.append(row)
     return rows
 
 
@@ -375,22 +482,42 @@ def write_figures(models: dict, preset, train, test, out, *, seed: int = 0) -> d
     out = Path(out)
     for m in models.values():
         m.eval()
-    poses = {s: mean_pose(m, train.images) for s, m in models.items() if s.kind != "vae"}
     written = {}
+
+    @functools.cache
+    def training_pose(spec):
+        return mean_pose(models[spec], train.images)
 
     def draw(spec, n, generator, pose=None):
         model = models[spec]
         if spec.kind == "vae":
             return model.sample(n, generator)
-        return model.sample(n, generator, pose=poses[spec] if pose is None else pose)
+        return model.sample(n, generator, pose=training_pose(spec) if pose is None else pose)
 
-    # Figs. 6, 7, 9: z ~ N(0, I), u at the training digits' mean pose
+    # Figs. 6, 7 and 9: z ~ N(0, I), u at the identity (the thesis's captions) and at the training digits'
+    # mean pose (its section V.i), the same z for every model of a size
+    def sample_panels(specs, with_z=False):
+        row = {}
+        for spec in specs:
+            short = spec.label.split(" (")[0] + (f" (z={spec.latent})" if with_z else "")
+            if spec.kind == "vae":
+                row[short] = draw(spec, SAMPLE_GRID**2, torch.Generator().manual_seed(seed))
+                continue
+            identity = models[spec].transformer.identity()
+            row[f"{short}, u = identity"] = draw(spec, SAMPLE_GRID**2, torch.Generator().manual_seed(seed), identity)
+            row[f"{short}, u = mean pose"] = draw(spec, SAMPLE_GRID**2, torch.Generator().manual_seed(seed))
+        return row
+
+    grid = {f"z = {z}": sample_panels([ModelSpec(k, z) for k in MAIN_KINDS]) for z in preset.sample_latents}
+    written["samples"] = panel_grid(grid, out / "fig6_7_samples.png", SAMPLE_GRID,
+                                    title="Figs. 6 and 7: samples, z ~ N(0, I), u at the identity and at the "
+                                          "training digits' mean pose").name
+    fig9 = [ModelSpec(kind, z) for kind, z in preset.fig9_specs]
+    written["samples_total30"] = panel_grid(
+        {"total 30": sample_panels(fig9, with_z=True)}, out / "fig9_samples_total30.png", SAMPLE_GRID,
+        title="Fig. 9: samples at a total latent size of 30 (" + ", ".join(s.label for s in fig9) + ")").name
     z = preset.prior_latent
     main = [ModelSpec(k, z) for k in MAIN_KINDS]
-    path = panels({s.label: draw(s, SAMPLE_GRID**2, torch.Generator().manual_seed(seed)) for s in main},
-                  out / "fig6_samples_mean_pose.png", SAMPLE_GRID,
-                  title="Figs. 6, 7, 9: samples, z ~ N(0, I), u at the training digits' mean pose")
-    written["samples"] = path.name
 
     # reconstructions: the input, the canonical image and the posed output
     x = test.images[:10]
@@ -435,7 +562,7 @@ def write_figures(models: dict, preset, train, test, out, *, seed: int = 0) -> d
         for s in flat:
             canonical = models[s].decode(grid)
             walks[s.label] = canonical if s.kind == "vae" else models[s].transformer.pose(
-                canonical, poses[s].expand(len(grid), -1))
+                canonical, training_pose(s).expand(len(grid), -1))
         written["walk"] = panels(walks, out / "fig9_latent_walk.png", 10,
                                  title="2-D latent walk: z over the normal's 5-95 % quantiles, u at the mean pose").name
     return written
@@ -458,23 +585,40 @@ def reproduce_transformer_vae(preset: TransformerPreset, out: Path, *, data_dir,
     def runs(specs):
         return {s: models[s] for s in preset.runs(specs)}
 
-    fig5 = replicated_reconstruction_rows(runs(preset.fig5_specs()), test, train)
-    priors = prior_rows(runs(preset.prior_specs()), test)
-    table1 = table1_rows(runs(preset.svm_specs()), train, test, preset.svm_latents, folds=preset.svm_folds, seed=seed)
+    from avae.evaluate.sample_quality import mnistnet, net_features
+
+    samples = preset.recon_samples
+    train_check = train.take(preset.train_error_images, seed)
+    fig5 = replicated_reconstruction_rows(runs(preset.fig5_specs()), test, train_check, samples=samples, seed=seed)
+    priors = prior_rows(runs(preset.prior_specs()), test, samples=samples, seed=seed)
+    table1 = table1_rows(runs(preset.svm_specs()), train, test, preset.svm_latents, folds=preset.svm_folds, seed=seed,
+                         solver=preset.svm_solver)
     importance = importance_rows(runs(preset.importance_specs()), is_test, samples=preset.is_samples, seed=seed)
     convergence = convergence_rows(preset.fig5_specs(), out)
+    optimizers = replicated_reconstruction_rows({s: models[s] for s in preset.adadelta_specs()}, test,
+                                                samples=samples, seed=seed) if preset.adadelta else []
+    for row, spec in zip(optimizers, group_runs({s: None for s in preset.adadelta_specs()})):
+        row.update({"optimizer": spec.optimizer, "epochs": len(_history(out / "models" / spec.name)),
+                    "training seconds": _training_seconds(out / "models" / spec.name)})
+    net = mnistnet(train, out / "models" / "mnistnet.pt", epochs=preset.classifier_epochs, seed=seed)
+    fd_test = test.take(preset.fd_samples, seed)
+    quality = sample_quality_rows(models, preset.sample_specs(), net, net_features(net, fd_test.images),
+                                  samples=preset.fd_samples, seed=seed, train=train)
     for name, rows in (("reconstruction_vs_latent", fig5), ("priors", priors), ("table1_svm", table1),
-                       ("importance_sampling", importance), ("convergence", convergence)):
+                       ("importance_sampling", importance), ("convergence", convergence), ("optimizers", optimizers),
+                       ("sample_quality", quality)):
         write_csv(out / f"{name}.csv", rows)
 
     figures = write_figures(models, preset, train, test, out, seed=seed)
     figures["fig5"] = report.fig5(fig5, out / "fig5_reconstruction_vs_latent.png", len(test)).name
     summary = {"reconstruction_vs_latent": fig5, "convergence": convergence, "priors": priors, "table1": table1,
-               "importance_sampling": importance,
+               "importance_sampling": importance, "optimizers": optimizers, "sample_quality": quality,
                "figures": figures, "training_seconds": train_seconds,
                "seconds": time.perf_counter() - began}
     meta = {**provenance(), "preset": asdict(preset), "seed": seed, "train_data": train.describe(),
             "validation_data": val.describe(), "test_data": test.describe(), "importance_data": is_test.describe(),
+            "train_error_data": train_check.describe(), "sample_quality_data": fd_test.describe(),
+            "classifier_test_accuracy": _classifier_accuracy(net, test),
             "train_config": {"epochs": preset.epochs, "batch_size": preset.batch_size, "lr": preset.lr,
                              "lr_schedule": preset.lr_schedule, "weight_decay": 0.0, "optimizer": "Adam"}}
     write_json(out / "metrics.json", {**meta, "summary": summary})
@@ -495,6 +639,12 @@ def convergence_rows(specs, out: Path, last: int = 10) -> list[dict]:
     return rows
 
 
+@torch.no_grad()
+def _classifier_accuracy(net, data) -> float:
+    """Test accuracy (%) of the sample-quality classifier: its features mean something only if it reads digits."""
+    return 100 * float(torch.cat([net(x).argmax(1) for x in data.images.split(2000)]).eq(data.labels).float().mean())
+
+
 def _history(run_dir: Path) -> list[dict]:
     import json
 
@@ -507,6 +657,6 @@ def _training_seconds(run_dir: Path) -> float:
 
 __all__ = ["ModelSpec", "TransformerPreset", "PRESETS", "KINDS", "FIG5_SERIES", "THESIS_TABLE1", "reproduce_transformer_vae",
            "write_figures",
-           "preset_data", "train_models", "reconstruction_rows", "replicated_reconstruction_rows",
+           "preset_data", "train_models", "error_terms", "reconstruction_rows", "replicated_reconstruction_rows",
            "convergence_rows", "pose_spread", "svm_rows", "table1_rows", "group_runs", "prior_rows",
-           "importance_rows", "latent_means", "mean_pose"]
+           "importance_rows", "latent_means", "mean_pose", "sample_quality_rows"]
