@@ -441,3 +441,27 @@ def test_generalisation_counts_wins_on_training_and_test_digits_separately():
     assert [r["test - training"] for r in table] == ["+10.50", "+16.40", "+12.00"]
     assert "On the training digits 2 of 2" in note and "on the test digits 1 of 2" in note
     assert "does not carry over" in note
+
+
+def test_models_trained_in_parallel_processes_equal_those_trained_one_by_one(mnist_test_dir, tmp_path):
+    """--jobs: the same seeds, data and settings give the same weights, in whichever process they train."""
+    data = load(str(mnist_test_dir), "test", limit=120, pad_to=None)
+    specs = [experiments.ModelSpec("vae", 2), experiments.ModelSpec("tvae-affine", 2, "diagonal")]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread in the parent and in each worker: the same arithmetic
+    try:
+        one = experiments.train_models(specs, data, data.take(20), tmp_path / "one", TINY, progress=False)
+        two = experiments.train_models(specs, data, data.take(20), tmp_path / "two", TINY, progress=False, jobs=2)
+    finally:
+        torch.set_num_threads(threads)
+    for spec in specs:
+        assert (tmp_path / "two" / "models" / spec.name / "checkpoint.pt").is_file()
+        for (key, a), b in zip(one[spec].state_dict().items(), two[spec].state_dict().values()):
+            assert torch.equal(a, b), (spec.name, key)
+
+
+def test_jobs_is_refused_where_models_do_not_train_in_parallel(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["reproduce", "affine-vae", "--jobs", "2", "--data-dir", str(tmp_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--jobs 2" in err[0] and not out.exists()
