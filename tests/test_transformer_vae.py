@@ -264,7 +264,7 @@ def test_models_save_and_load_through_the_registry(tmp_path, digits28):
 
 
 def test_bad_configs_are_one_line_errors():
-    with pytest.raises(AvaeError, match="field 'prior' must be one of none, diagonal, full") as err:
+    with pytest.raises(AvaeError, match="field 'prior' must be one of none, diagonal, identity, full") as err:
         checkpoint.build("tvae", {"prior": "laplace"}, "options")
     assert "\n" not in str(err.value)
     with pytest.raises(AvaeError, match="field 'transformer'"):
@@ -318,6 +318,14 @@ def test_comparison_tables_include_the_diagonal_prior_and_say_who_wins():
     assert [c["better with the prior?"] for c in prior_comparison(rows)] == ["yes", "tie (within 2 s.e.)"]
 
 
+def test_the_best_total_of_each_series_is_named_against_the_thesis_s_25():
+    from avae.report.transformer import best_totals
+
+    rows = [_row("VAE", 14, 0, 95.6), _row("VAE", 20, 0, 94.1), _row("VAE", 26, 0, 94.9),
+            _row("affine TVAE", 8, 6, 96.8), _row("affine TVAE", 14, 6, 93.2)]
+    assert "VAE at 20; affine TVAE at 20" in best_totals(rows)
+
+
 def test_a_model_beats_the_vae_only_if_every_training_run_does():
     from avae.report.transformer import reconstruction_verdicts
 
@@ -363,10 +371,10 @@ def test_reproduce_transformer_vae_end_to_end(mnist_test_dir, tmp_path, monkeypa
     summary = metrics["summary"]
     assert {r["series"] for r in summary["reconstruction_vs_latent"]} == {"VAE", "affine TVAE", "affine DTVAE",
                                                                          "affine TVAE, diagonal prior"}
-    # 12 models, a second training run of each but the latent-scatter and sample ones (4 of Fig. 5, 4 of Table 1,
-    # 9 of the priors, 7 of importance sampling, 12 distinct in all), one Adadelta run, and the sample-quality
+    # 13 models, a second training run of each but the latent-scatter and sample ones (4 of Fig. 5, 4 of Table 1,
+    # 10 of the priors, 8 of importance sampling, 13 distinct in all), one Adadelta run, and the sample-quality
     # classifier
-    assert len(list((out / "models").iterdir())) == 12 + 12 + 1 + 1 and (out / "models" / "vae-z8-rep1").is_dir()
+    assert len(list((out / "models").iterdir())) == 13 + 13 + 1 + 1 and (out / "models" / "vae-z8-rep1").is_dir()
     assert (out / "models" / "tvae-tps-z2-full-r4").is_dir() and (out / "models" / "tvae-affine-z2-adadelta").is_dir()
     assert (out / "models" / "tvae-tps-z2-rep1").is_dir() and (out / "models" / "tvae-affine-z2-full-rep1").is_dir()
     assert all(len(r["nll replicates"]) == 2 and r["pose std"] >= 0 for r in summary["priors"])
@@ -388,6 +396,8 @@ def test_reproduce_transformer_vae_end_to_end(mnist_test_dir, tmp_path, monkeypa
     report = (out / "report.md").read_text()
     assert "E_q(z,u|x)" in report and "Adadelta" in report and "Fréchet distance" in report and "gap / KL" in report
     assert "The thesis's comparisons" in report and "at the posterior mean" in report
+    assert "Fig. 10, the prior centred on the identity" in report and "Fig. 11, affine full-covariance prior by rank" in report
+    assert "rank 6:" in report and "rank 2:" in report
     assert "preset `test`" in report and "60 digits of the real MNIST test set" in report and "z only" in report
     assert "| affine TVAE, diagonal prior |" in report and "z >= 2" in report and "better with the prior?" in report
     assert len(summary["convergence"]) == len(TINY.fig5_specs()) and "How far from converged" in report

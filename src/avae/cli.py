@@ -416,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pose family of u: affine (6 dof, default), affine5 (the thesis's 5-dof form), tps")
     g.add_argument("--tps-grid", type=int, default=None, help="tps: control points per side (default 3)")
     g.add_argument("--prior", choices=PRIORS, default=None,
-                   help="prior on u: none (default), diagonal (learned mean and variance), full (pose = W u + b)")
+                   help="prior on u: none (default), diagonal (learned mean and variance), identity (centred on the "
+                        "identity pose, learned variance), full (pose = W u + b)")
     g.add_argument("--pose-rank", type=int, default=None,
                    help="--prior full: dimension of u (default: the transformer's degrees of freedom)")
     g.add_argument("--localization-hidden", type=int, default=None, help="dtvae: units of the localization net")

@@ -56,6 +56,7 @@ MAIN_KINDS = ("vae", "tvae-affine", "tvae-tps", "dtvae-affine")  # Fig. 5 and Ta
 FIG5_SERIES = (("vae", "none"), ("tvae-affine", "none"), ("tvae-affine", "diagonal"), ("tvae-tps", "none"),
                ("dtvae-affine", "none"))
 PRIOR_LABELS = {"none": "none (u deterministic)", "diagonal": "diagonal normal, learned mean and variance",
+                "identity": "diagonal normal centred on the identity, learned variance (the thesis's Fig. 10)",
                 "full": "full covariance (u' = W u + b)"}
 
 
@@ -189,6 +190,7 @@ class TransformerPreset:
     def prior_specs(self) -> list[ModelSpec]:
         z = self.prior_latent
         return [ModelSpec("tvae-affine", z), ModelSpec("tvae-affine", z, "diagonal"), ModelSpec("tvae-affine5", z, "diagonal"),
+                ModelSpec("tvae-affine", z, "identity"),
                 ModelSpec("tvae-affine", z, "full"), ModelSpec("tvae-tps", z), ModelSpec("tvae-tps", z, "diagonal"),
                 ModelSpec("tvae-tps", z, "full")] + [ModelSpec(kind, z, "full", rank=r) for kind, r in self.full_ranks]
 
@@ -354,7 +356,8 @@ def replicated_reconstruction_rows(models: dict, test, train=None, samples: int 
         terms = [error_terms(models[s], test, samples, seed) for s in replicates]
         nll, loss, at_mean = (mean_and_sem(torch.stack([t[k] for t in terms]).mean(0))
                               for k in ("nll", "loss", "nll at mean"))
-        rows.append({"model": KINDS[spec.kind][0], "series": spec.series, "name": spec.name, "prior": spec.prior,
+        rows.append({"model": KINDS[spec.kind][0], "series": spec.series, "name": spec.name, "kind": spec.kind,
+                     "prior": spec.prior, "rank": spec.rank,
                      "dim z": spec.latent, "dim u": spec.pose_dof, "total latent": spec.total,
                      "nll": nll["mean"], "nll sem": nll["sem"], "nll at mean": at_mean["mean"],
                      "nll at mean sem": at_mean["sem"], "samples": samples,
@@ -390,7 +393,7 @@ def pose_spread(model, images: torch.Tensor) -> dict[str, float]:
     model.eval()
     poses = torch.cat([model.pose_of(images[s : s + 1000]) for s in range(0, len(images), 1000)])
     latent = model.pose_latent
-    if latent.prior == "diagonal":
+    if latent.prior in ("diagonal", "identity"):
         prior_std = (0.5 * latent.prior_logvar).exp().mean().item()
     elif latent.prior == "full":
         prior_std = latent.weight.pow(2).sum(1).sqrt().mean().item()

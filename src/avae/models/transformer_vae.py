@@ -39,7 +39,7 @@ from avae.nets import DECODERS, ENCODERS
 from avae.nets.localization import LocalizationNet
 from avae.transforms import sample_with, tps_unwarp, tps_warp
 
-PRIORS = ("none", "diagonal", "full")
+PRIORS = ("none", "diagonal", "identity", "full")
 # Initial standard deviation of q(u|x) and of the prior on u (in pose units: 0.1 = 10 % of a scale,
 # 1.4 pixels of translation on 28x28 images), so that the KL on u starts at zero.
 INITIAL_POSE_STD = 0.1
@@ -157,6 +157,9 @@ class PoseLatent(nn.Module):
         if prior == "diagonal":
             self.prior_mean = nn.Parameter(identity.clone())
             self.prior_logvar = nn.Parameter(torch.full((self.dof,), log_var0))
+        elif prior == "identity":  # the thesis's Fig. 10 prior: centred on the identity, a learned variance
+            self.register_buffer("prior_mean", identity.clone())
+            self.prior_logvar = nn.Parameter(torch.full((self.dof,), log_var0))
         elif prior == "full":  # pose = W u + b, u ~ N(0, I)
             self.weight = nn.Parameter(INITIAL_POSE_STD * torch.eye(self.dof, self.dim))
             self.bias = nn.Parameter(identity.clone())
@@ -224,14 +227,14 @@ class PoseLatent(nn.Module):
 class TransformerVAEConfig(VAEConfig):
     """Fields of :class:`TransformerVAE`: the thesis's dense nets, Bernoulli likelihood and 28x28 digits by
     default, the transformer of the pose u (``affine``, ``affine5``, ``tps`` with ``tps_grid``), the prior
-    on u (``none``, ``diagonal``, ``full``) and, for ``full``, u's dimension (``rank``)."""
+    on u (``none``, ``diagonal``, ``identity``, ``full``) and, for ``full``, u's dimension (``rank``)."""
 
     latent: int = 8  # dimension of z
     image_size: int = 28  # the thesis's 28x28 MNIST
     net: str = "mlp"  # the thesis's dense nets (two hidden layers of 256 ReLU units), or "conv"
     likelihood: str = "bernoulli"
     transformer: str = "affine"  # affine (6 dof), affine5 (5 dof), tps (2 * tps_grid**2 dof)
-    prior: str = "none"  # prior on u: none, diagonal, full
+    prior: str = "none"  # prior on u: none, diagonal, identity, full
     rank: int = 0  # prior "full": dimension of u (0: the transformer's degrees of freedom)
     tps_grid: int = 3
 

@@ -358,6 +358,55 @@ def _prior_note(rows: list[dict]) -> str:
             "to z; samples posed by u ~ p(u) then move little from their canonical digits (figure below).\n")
 
 
+def _dim_u(row: dict) -> int:
+    """The dimension of u: the rank of a full-covariance prior, else the transformer's degrees of freedom."""
+    return row.get("rank") or row["dim u"]
+
+
+def prior_claims(rows: list[dict]) -> str:
+    """The thesis's claims about priors on u and the pose posterior, each set against our numbers."""
+    by = {r["kind"] + ("" if r["prior"] == "none" else f"-{r['prior']}") + (f"-r{r['rank']}" if r["rank"] else ""): r
+          for r in rows if "kind" in r}
+    lines = []
+    identity = by.get("tvae-affine-identity")
+    if identity:
+        lines.append(f"- Fig. 10, the prior centred on the identity (the thesis: poor results, an over-estimated variance): "
+                     f"its standard deviation {identity['prior std']:.3f} against a spread of the posterior-mean poses "
+                     f"of {identity['pose std']:.3f} over the test digits ("
+                     + ("over-estimated, as the thesis says" if identity["prior std"] > identity["pose std"] else
+                        "not over-estimated here") + f"); reconstruction error {_pm(identity['nll'], identity['nll sem'])}.")
+    for kind, label in (("tvae-affine", "affine"), ("tvae-tps", "TPS")):
+        full, diag = by.get(f"{kind}-full"), by.get(f"{kind}-diagonal")
+        if full and diag:
+            lines.append(f"- The full covariance \"definitely increases the range of transformations\" ({label}): pose "
+                         f"spread {full['pose std']:.3f} with the full-covariance prior against {diag['pose std']:.3f} "
+                         f"with the diagonal one, prior s.d. {full['prior std']:.3f} against {diag['prior std']:.3f}.")
+        ranked = sorted((r for k, r in by.items() if k.startswith(f"{kind}-full")), key=lambda r: -_dim_u(r))
+        if len(ranked) > 1:
+            lines.append(f"- Fig. 11, {label} full-covariance prior by rank (the thesis: maximum rank gives extreme "
+                         "poses, a smaller rank a good compromise): "
+                         + "; ".join(f"rank {_dim_u(r)}: prior s.d. {r['prior std']:.3f}, error {_pm(r['nll'], r['nll sem'])}"
+                                     for r in ranked) + ".")
+    none = by.get("tvae-affine")
+    if none and "max pose correlation" in none:
+        lines.append(f"- Correlations between pose components \"up to 30 %\" for the affine posterior: the largest "
+                     f"here is {100 * none['max pose correlation']:.0f} % (posterior-mean poses of the test digits, affine "
+                     "TVAE without a prior).")
+    return ("The thesis's claims about the priors, measured:\n\n" + "\n".join(lines) + "\n") if lines else ""
+
+
+def best_totals(rows: list[dict]) -> str:
+    """The thesis puts the optimal latent size "around 25": the total with the lowest error per series."""
+    parts = []
+    for series in dict.fromkeys(r["series"] for r in rows):
+        mine = [r for r in rows if r["series"] == series]
+        if len(mine) > 1:
+            best = min(mine, key=lambda r: r["nll"])
+            parts.append(f"{series} at {best['total latent']}")
+    return ("The thesis puts the optimal latent size \"around 25\"; the lowest test error of each series here: "
+            + "; ".join(parts) + ".\n") if parts else ""
+
+
 def render_report(out) -> Path:
     out = Path(out)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -389,7 +438,7 @@ def _report(m: dict) -> str:
             "gap": _pm(r["gap"], r["gap sem"]),
             **({"KL(q(z,u|x) || p)": _pm(r["KL"], r["KL sem"]), "gap / KL": f"{r['gap / KL']:.2f}"} if "KL" in r else {}),
             **_each_run(r, "log p(x)")} for r in s["importance_sampling"]]
-    pri = [{"model": f"{r['model']} (z={r['dim z']})", "prior on u": r["prior"], "dim u": r["dim u"],
+    pri = [{"model": f"{r['model']} (z={r['dim z']})", "prior on u": r["prior"], "dim u": _dim_u(r),
             "reconstruction error": _pm(r["nll"], r["nll sem"]), "loss (nll + KL)": _pm(r["loss"], r["loss sem"]),
             "KL (z + u)": f"{r['kl']:.2f}", "pose std (test)": f"{r['pose std']:.3f}",
             "prior std": "-" if math.isnan(r["prior std"]) else f"{r['prior std']:.3f}",
@@ -425,6 +474,7 @@ def _report(m: dict) -> str:
         markdown_table(verdicts),
         "\n" + _verdict_note(verdicts),
         thesis_scope(verdicts),
+        best_totals(fig5_rows),
     ]
     if fig5_rows and "nll at mean" in fig5_rows[0] and fig5_rows[0].get("samples"):
         at_mean = [{**v, "model": v["model"]} for v in reconstruction_verdicts(
@@ -493,6 +543,7 @@ def _report(m: dict) -> str:
         "widths, TPS offsets).\n",
         markdown_table(pri),
         "\n" + _prior_note(s["priors"]),
+        prior_claims(s["priors"]),
         f"\n![prior samples]({fig['prior_samples']})\n",
         "Each pair of rows: 10 canonical digits decoded from z ~ N(0, I), then the same digits posed by u drawn "
         "from the model's prior (for the models without a prior, the poses of 10 random training digits).\n",
