@@ -346,6 +346,11 @@ def reproduce_affine_vae(preset: AffinePreset, out: Path, *, data_dir, seed: int
                      out / "fig4_latent_size.png", xlabel="latent size L", ylabel="test loss (mean ± std over seeds)",
                      title=f"Fig. 4: loss vs latent size, {len(latent_test)} test digits")
 
+    # each model's test loss: all test digits, upright and as they are (no resampling)
+    test_losses = stage("test losses", "test-loss", {"models": {n: _model_key(out, n) for n in models},
+                                                     "test data": full_test.describe()},
+                        lambda: {n: mean_and_sem(per_image_loss(m, full_test)["loss"]) for n, m in models.items()})
+
     # Figs. 7 and 8: optimised training poses per class and epoch.
     poses = np.load(out / "models" / "L8-transform-optimized" / "pose_angles.npz")
     angles, epochs, labels = poses["angles"], poses["epochs"], poses["labels"]
@@ -367,7 +372,9 @@ def reproduce_affine_vae(preset: AffinePreset, out: Path, *, data_dir, seed: int
                "fig5_angles": _fig5_angles(sweeps),
                "pose_concentration": concentration,
                "pose_modes_6_9": mode_gap_table(angles, epochs, labels),
-               "models": [_model_row(out, n, preset.batch_size) for n in models],
+               "models": [{**_model_row(out, n, preset.batch_size), "test loss": round(test_losses[n]["mean"], 2),
+                           "test loss sem": round(test_losses[n]["sem"], 2)} for n in models],
+               "test_data_for_test_loss": full_test.describe(),
                "training_seconds_per_epoch": {r: _seconds_per_epoch(out / "models" / f"L8-{r}") for r in REGIME_LABELS},
                "figure6_align": describe_options(paper_search),
                "stage_seconds": {"training (all models, from their histories)": _training_seconds(out / "models"),
@@ -621,7 +628,10 @@ def _report(metrics: dict, plain_rows: list[dict]) -> str:
            "optimised angle of the 6s and of the 9s, per epoch (5-degree sectors):\n", markdown_table(modes, digits=1),
            f"\nAt the last epoch the two modes are {modes[-1]['angle between (deg)']:.0f} degrees apart.\n"] if modes else []),
         "## Models and training cost\n",
-        *([markdown_table(summary["models"]), ""] if summary.get("models") else []),
+        *([("Test loss: every model on all " + f"{summary['test_data_for_test_loss']['n_images']:,}"
+            + " test digits, upright and as they are (no resampling), mean ± s.e. in the next column.\n")
+           if "test_data_for_test_loss" in summary else "",
+           markdown_table(summary["models"]), ""] if summary.get("models") else []),
         "Median seconds per epoch: " + ", ".join(f"{REGIME_LABELS.get(r, r)} {v:.1f} s" for r, v in speed.items())
         + f"; transformation-optimized / single orientation = {speed['transform-optimized'] / speed['plain']:.1f}x.\n",
         *([_run_time(summary["stage_seconds"], metrics)] if "stage_seconds" in summary else []),
