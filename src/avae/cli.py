@@ -505,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the models train (auto: a CUDA GPU if there is one); the evaluation runs on the CPU")
     p.add_argument("--jobs", type=int, default=1,
                    help="transformer-vae: train this many models at a time in separate processes, sharing --threads "
-                        "(default 1; 2 on a 2-core CPU trains its small dense nets about twice as fast)")
+                        "(default 1; 2 on a 2-core CPU trains its small dense nets 1.2x as fast: benchmarks/results/parallel_training.md)")
     _add_common(p)
     p.set_defaults(func=cmd_reproduce)
 

@@ -243,7 +243,8 @@ def train_models(specs, train, val, out: Path, preset: TransformerPreset, seed: 
     """spec -> trained model, each in ``out/models/NAME`` (reused, or resumed, when already there),
     trained with seed ``seed + spec.replicate``. ``jobs`` > 1 trains that many models at a time in
     separate processes (the torch threads shared out among them): the thesis's dense nets are too small
-    to keep two threads busy, so on a 2-core CPU two one-thread processes train about twice as fast."""
+    to keep two threads busy, so on a 2-core CPU two one-thread processes train 1.2x as fast as one
+    two-thread process (benchmarks/results/parallel_training.md)."""
     out = Path(out)
     configs = {s: _train_config(s, preset, seed) for s in specs}
     pending = [s for s in specs if not _finished(out / "models" / s.name, configs[s].epochs)]
