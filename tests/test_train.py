@@ -117,6 +117,19 @@ def test_resume_from_finished_run_adds_nothing(runs, small):
     assert _states_equal(checkpoint.read(dirs["A"])["state_dict"], before)
 
 
+def test_a_run_resumes_only_on_the_data_it_began_with(runs, small):
+    """A finished run on 128 digits is not taken for a finished run on 64 (one line, nothing trained)."""
+    from avae.errors import AvaeError
+
+    dirs, _, _ = runs
+    train, val = small
+    before = checkpoint.read(dirs["A"])["state_dict"]
+    with pytest.raises(AvaeError, match="n_images 128, .*not on .*n_images 64") as err:
+        fit("vae", MODEL, train.subset(slice(0, 64)), val, _config(2), dirs["A"], resume=True, progress=False)
+    assert "\n" not in str(err.value) and "another --out" in str(err.value)
+    assert _states_equal(checkpoint.read(dirs["A"])["state_dict"], before)
+
+
 def test_training_lowers_the_validation_loss(tiny_split, tmp_path):
     train, val = tiny_split
     config = TrainConfig(epochs=4, batch_size=32, lr=3e-3, seed=0)

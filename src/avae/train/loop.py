@@ -168,6 +168,16 @@ def mean_and_sem(values: torch.Tensor) -> dict[str, float]:
     return {"mean": values.mean().item(), "sem": sem.item(), "n": n}
 
 
+def _check_same_data(saved: dict | None, now: dict, ckpt_file: Path) -> None:
+    """A run resumes only on the data it began with (the same data set, split, size and image shape; the
+    folder it was read from may differ): a checkpoint of another data set would otherwise be taken for
+    finished or continued on digits it never began with."""
+    keys = ("data", "split", "n_images", "image_shape")
+    if saved is not None and any(saved.get(k) != now.get(k) for k in keys):
+        raise AvaeError(f"{ckpt_file}: trained on {', '.join(f'{k} {saved.get(k)}' for k in keys)}, not on "
+                        f"{', '.join(f'{k} {now.get(k)}' for k in keys)}; choose another --out for this data")
+
+
 def _check_resumable(payload: dict, model_name: str, model, config: TrainConfig, ckpt_file: Path) -> None:
     saved = payload.get("train_config", {})
     defaults = config_to_dict(TrainConfig())
@@ -217,6 +227,7 @@ def fit(
             raise AvaeError(f"{ckpt_file}: a run is already there; pass --resume to continue it or choose another --out")
         payload = checkpoint.read(ckpt_file)
         _check_resumable(payload, model_name, model, config, ckpt_file)
+        _check_same_data(payload.get("data"), train_data.describe(), ckpt_file)
         # Into the model the optimizer already holds: a new model object would leave the
         # optimizer stepping the discarded one's parameters, and the resumed run would not learn.
         model.load_state_dict(checkpoint.model_from_payload(payload).state_dict())
