@@ -109,10 +109,14 @@ def test_loss_terms_per_sample_and_elbo_in_eval_mode(colored):
     model = small_model(avae=True, smooth=True, se_steps=1)
     model.train()
     out = model.loss(x)
-    for key in ("loss", "nll", "kl", "coupling", "entropy", "avae", "smoothness"):
+    for key in ("loss", "nll", "kl", "coupling", "entropy", "avae", "prior_fidelity", "divergence"):
         assert out[key].shape == (16,), key
-    assert torch.allclose(out["loss"], out["nll"] + out["kl"] + out["avae"] + out["smoothness"])
-    assert (out["smoothness"] >= 0).all()
+    # the SE paper's objective replaces the KL: reconstruction + prior fidelity + divergence (+ the AVAE's terms)
+    assert torch.allclose(out["loss"], out["nll"] + out["prior_fidelity"] + out["divergence"] + out["avae"])
+    assert "smoothness" not in out
+    w2 = small_model(avae=True, smooth=True, se_steps=1, se_objective="w2").train().loss(x)
+    assert torch.allclose(w2["loss"], w2["nll"] + w2["kl"] + w2["avae"] + w2["smoothness"])
+    assert (w2["smoothness"] >= 0).all()
     assert all(p.grad is None for p in model.parameters())  # the search accumulated nothing
     model.eval()
     plain = model.loss(x, sample=False)
@@ -139,13 +143,107 @@ def test_the_smooth_encoders_search_moves_x_b_off_x():
     """For an encoder that is not constant, PGD finds an x_b in the ball whose posterior differs from
     x's: the penalty is positive, and larger than at a random point of the same ball."""
     torch.manual_seed(0)
-    model = small_model(smooth=True, se_steps=3)
-    x = torch.rand(6, 3, 28, 28)
-    mu, logvar = model.encode(x)
-    penalty = model.smoothness_penalty(x, mu, logvar, generator=torch.Generator().manual_seed(0))
-    assert (penalty > 0).all()
-    random_point = (x + model.config.se_epsilon * (2 * torch.rand_like(x) - 1)).clamp(0, 1)
-    assert (penalty > w2_squared(mu, logvar, *model.encode(random_point))).all()
+    for objective in ("w2", "published"):
+        model = small_model(smooth=True, se_steps=3, se_objective=objective)
+        x = torch.rand(6, 3, 28, 28)
+        mu, logvar = model.encode(x)
+        penalty = model.smoothness_penalty(x, mu, logvar, generator=torch.Generator().manual_seed(0))
+        if objective == "w2":
+            assert (penalty > 0).all()
+        random_point = (x + model.config.se_epsilon * (2 * torch.rand_like(x) - 1)).clamp(0, 1)
+        assert (penalty > model.divergence(mu, logvar, *model.encode(random_point))).all(), objective
+        assert (penalty > model.divergence(mu, logvar, mu, logvar)).all(), objective
+
+
+def test_select_increases_the_divergence_with_its_iterations(colored):
+    """Select(x; L, eps): more PGD iterations from the same random start find a larger divergence
+    (the best iterate is kept, so it can never fall), and x_b stays in the ball and in [0, 1]."""
+    torch.manual_seed(0)
+    x = colored.images[:12]
+    found = {}
+    for steps in (1, 5):
+        model = small_model(smooth=True, se_steps=steps)
+        with torch.no_grad():
+            mu, logvar = model.encode(x)
+            x_b = model.select(x, mu, logvar, generator=torch.Generator().manual_seed(1))
+            found[steps] = model.divergence(mu, logvar, *model.encode(x_b))
+        assert (x_b - x).abs().max() <= model.config.se_epsilon + 1e-6 and x_b.min() >= 0 and x_b.max() <= 1
+    assert (found[5] >= found[1] - 1e-4).all() and found[5].mean() > found[1].mean()
+
+
+def _sinkhorn_cost(x, y, gamma, iters=400):
+    """Entropic OT cost E|x - y|^2 + gamma KL(pi | a x b) between two 1-d empirical measures (uniform
+    weights), log-domain Sinkhorn: the dual value <f, a> + <g, b> at convergence."""
+    import math
+
+    cost = (x[:, None] - y[None, :]) ** 2
+    log_a, log_b = -math.log(len(x)), -math.log(len(y))
+    f, g = torch.zeros(len(x), dtype=x.dtype), torch.zeros(len(y), dtype=y.dtype)
+    for _ in range(iters):
+        f = -gamma * torch.logsumexp((g[None, :] - cost) / gamma + log_b, 1)
+        g = -gamma * torch.logsumexp((f[:, None] - cost) / gamma + log_a, 0)
+    return (f.mean() + g.mean()).item()
+
+
+def test_entropic_w2_tends_to_w2_and_matches_sinkhorn_on_samples():
+    from avae.models.autoencoding_vae import entropic_w2
+
+    mu_a, logvar_a = torch.tensor([[0.3, -1.0]]), torch.tensor([[0.2, -0.7]])
+    mu_b, logvar_b = torch.tensor([[-0.2, 0.5]]), torch.tensor([[-1.1, 0.4]])
+    plain = w2_squared(mu_a, logvar_a, mu_b, logvar_b)
+    assert torch.allclose(entropic_w2(mu_a, logvar_a, mu_b, logvar_b, 1e-7), plain, rtol=1e-4)
+    assert (entropic_w2(mu_a, logvar_a, mu_b, logvar_b, 1.0) > plain).all()  # regularising costs
+    # gamma -> infinity: the independent coupling, E|z_a - z_b|^2 = |m_a - m_b|^2 + var_a + var_b
+    independent = (mu_a - mu_b).pow(2).sum(1) + logvar_a.exp().sum(1) + logvar_b.exp().sum(1)
+    wide = entropic_w2(*(t.double() for t in (mu_a, logvar_a, mu_b, logvar_b)), 1e6)  # float64: no cancellation
+    assert torch.allclose(wide, independent.double(), rtol=1e-4)
+    # one dimension against Sinkhorn on 600 evenly spaced quantiles of each Gaussian
+    n = 600
+    quantiles = np.sqrt(2) * torch.erfinv(2 * (torch.arange(n, dtype=torch.float64) + 0.5) / n - 1)
+    for (ma, sa, mb, sb, gamma) in [(0.0, 1.0, 1.0, 0.5, 1.0), (0.3, 0.7, -0.2, 1.3, 0.5)]:
+        estimate = _sinkhorn_cost(ma + sa * quantiles, mb + sb * quantiles, gamma)
+        closed = entropic_w2(torch.tensor([[ma]]), torch.tensor([[2 * np.log(sa)]]), torch.tensor([[mb]]),
+                             torch.tensor([[2 * np.log(sb)]]), gamma).item()
+        assert abs(estimate - closed) < 0.01 * closed + 0.005, (ma, sa, mb, sb, gamma, estimate, closed)
+
+
+def test_se_divergence_is_the_coupled_prior_s_part_and_its_terms_make_a_kl():
+    """WD = c OT_{1/c} - H(a) - H(b), c = rho / (2 (1 - rho^2)); with the prior fidelity it gives each
+    posterior |mu|^2 / 2 + (tr S - log det S) / 2: as x_b -> x_a, a KL to the prior plus the coupling's
+    value at equal posteriors."""
+    from avae.models.autoencoding_vae import entropic_w2, se_divergence
+
+    mu, logvar = torch.randn(4, 3), torch.randn(4, 3) * 0.3
+    rho = 0.8
+    c = rho / (2 * (1 - rho**2))
+    expected = c * entropic_w2(mu, logvar, mu, logvar, 1 / c) - 2 * gaussian_entropy(logvar)
+    assert torch.allclose(se_divergence(mu, logvar, mu, logvar, rho), expected)
+    # a larger mean gap always costs more, by c |dm|^2 exactly
+    shifted = se_divergence(mu, logvar, mu + 1.0, logvar, rho) - se_divergence(mu, logvar, mu, logvar, rho)
+    assert torch.allclose(shifted, torch.full((4,), 3 * c), atol=1e-5)
+    with pytest.raises(ValueError, match="rho"):
+        se_divergence(mu, logvar, mu, logvar, 1.0)
+
+
+def test_avae_target_sample_reencodes_a_draw_from_the_likelihood(colored):
+    x = colored.images[:8]
+    model = small_model(avae=True)
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+        reconstruction = model.decode(mu)
+        mean_terms = model.autoencoding_terms(mu, logvar, reconstruction)
+        model.config.avae_target = "sample"
+        torch.manual_seed(0)
+        first = model.autoencoding_terms(mu, logvar, reconstruction)
+        torch.manual_seed(0)
+        again = model.autoencoding_terms(mu, logvar, reconstruction)
+    assert torch.equal(first["avae"], again["avae"]) and not torch.allclose(first["avae"], mean_terms["avae"])
+    with pytest.raises(AvaeError, match="avae_target"):
+        AutoencodingVAEConfig(avae_target="noise").validate()
+    with pytest.raises(AvaeError, match="se_objective"):
+        AutoencodingVAEConfig(se_objective="kl").validate()
+    with pytest.raises(AvaeError, match="se_weight"):
+        AutoencodingVAEConfig(se_weight=2.0).validate()
 
 
 def test_bad_config_is_one_clear_error():
@@ -409,3 +507,75 @@ def test_latent_usage_counts_the_dimensions_whose_means_vary():
     assert usage["active_dims"] == 2
     kl = usage["kl_per_dim"]  # 0.5 * E[mu^2] with unit variances: 0.5, 0, 0.125, 0
     assert abs(kl[0] - 0.5) < 0.05 and abs(kl[2] - 0.125) < 0.015 and kl[1] == kl[3] == 0
+
+
+# ----------------------------------------------------------------------------- ColorMNIST training, self-consistency
+def test_recolor_regime_draws_new_colours_per_batch_and_repeats_under_a_seed():
+    from avae.data import recolor
+    from avae.train.regimes import make_regime
+    from avae.train.loop import TrainConfig
+
+    grey = load("mnist-embedded", "val", pad_to=None, limit=32).images
+    first, colors_1 = recolor(grey, torch.Generator().manual_seed(0))
+    again, colors_again = recolor(grey, torch.Generator().manual_seed(0))
+    _, colors_2 = recolor(grey, torch.Generator().manual_seed(1))
+    assert torch.equal(first, again) and torch.equal(colors_1, colors_again)
+    assert not torch.equal(colors_1, colors_2)
+    assert torch.equal(first, grey * color_rgb(colors_1)[:, :, None, None])
+    regime = make_regime(TrainConfig(regime="recolor"))
+    assert regime.input_shape((1, 28, 28)) == (3, 28, 28)
+    with pytest.raises(AvaeError, match="grey"):
+        regime.input_shape((3, 28, 28))
+
+
+def test_recolor_trains_a_colour_model_on_grey_digits_through_the_one_loop(tmp_path):
+    """fit with the recolor regime: a 3-channel model trains on 1-channel digits, a different colour
+    per image and batch; the same seed gives the same weights."""
+    from avae.train.loop import TrainConfig, fit
+
+    grey = load("mnist-embedded", "val", pad_to=None, limit=48)
+    val = color_mnist(load("mnist-embedded", "val", pad_to=None, limit=16), seed=1)
+    config = TrainConfig(epochs=1, batch_size=16, lr=1e-3, weight_decay=0.0, regime="recolor")
+    runs = [fit("autoencoding-vae", {"latent": 4}, grey, val, config, tmp_path / f"run{k}", progress=False)
+            for k in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0].state_dict().values(), runs[1].state_dict().values()))
+    with pytest.raises(AvaeError, match="channels"):
+        fit("autoencoding-vae", {"latent": 4}, val, val, config, tmp_path / "coloured", progress=False)
+
+
+def test_color_mnist_all_mode_shows_every_digit_in_all_seven_colours():
+    grey = load("mnist-embedded", "val", pad_to=None, limit=5)
+    every = color_mnist(grey, mode="all")
+    assert len(every) == 35 and torch.equal(every.colors[:7], torch.arange(1, 8))
+    assert torch.equal(every.labels, grey.labels.repeat_interleave(7))
+    assert torch.equal(every.images[7 * 2 + 6], grey.images[2] * color_rgb(torch.tensor([7]))[0, :, None, None])
+    assert "all 7 colours" in every.describe()["colored"]
+    with pytest.raises(AvaeError, match="mode"):
+        color_mnist(grey, mode="some")
+
+
+class _Identity(torch.nn.Module):
+    """A 'VAE' that reconstructs perfectly: its code is the image, its posterior a point."""
+
+    def encode(self, x):
+        return x.flatten(1), torch.full((x.shape[0], x[0].numel()), -60.0)
+
+    def decode(self, z):
+        return z.view(-1, 3, 28, 28)
+
+
+def test_self_consistency_of_a_perfect_reconstructor_is_total_and_colours_read_exactly(colored):
+    from avae.evaluate.autoencoding import read_colors, self_consistency
+
+    assert torch.equal(read_colors(colored.images), colored.colors)
+    assert torch.equal(read_colors(torch.zeros(2, 3, 28, 28)), torch.zeros(2, dtype=torch.long))
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 28 * 28, 10))
+    result = self_consistency(_Identity(), colored.images[:20], net, passes=(1, 5), seed=0)
+    assert [r["pass"] for r in result["rows"]] == [1, 5] and result["chain"].shape[0] == 6
+    for row in result["rows"]:
+        assert row["digit_kept"]["accuracy"] == 100 and row["color_kept"]["accuracy"] == 100
+        assert row["code_distance"]["mean"] < 1e-6
+    # a model that returns a blank image keeps no colour
+    blank = _Identity()
+    blank.decode = lambda z: torch.zeros(z.shape[0], 3, 28, 28)
+    assert self_consistency(blank, colored.images[:20], net, passes=(1,))["rows"][0]["color_kept"]["accuracy"] == 0

@@ -9,7 +9,7 @@ Named datasets are listed in :data:`DATASETS`; any other name is a path to an ID
 .npy/.npz array or a folder of PNG images. Errors a user can fix raise
 :class:`avae.errors.AvaeError`.
 """
-from avae.data.color import COLOR_NAMES, ColorMNIST, color_mnist
+from avae.data.color import COLOR_NAMES, ColorMNIST, color_mnist, recolor
 from avae.data.download import download_mnist
 from avae.data.idx import read_idx, write_idx
 from avae.data.perturb import ASYMMETRIC_DIGITS, Perturbation, random_affine, rotated
@@ -26,6 +26,7 @@ __all__ = [
     "Perturbation",
     "borrow_test_writers",
     "color_mnist",
+    "recolor",
     "download_mnist",
     "embedded_rows",
     "load",

@@ -307,6 +307,43 @@ def label_kept(net: MNISTNet, chain: torch.Tensor) -> torch.Tensor:
     return (labels[1:] == labels[0]).float().mean(0)
 
 
+def read_colors(images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Colour ids (N,) of coloured digits (N, 3, H, W) read from the pixels: a channel is on when its
+    total intensity is above ``threshold`` times the brightest channel's; id = red + 2 green + 4 blue
+    (:data:`avae.data.color.COLOR_NAMES`), 0 for a blank image. Exact on ColorMNIST's own images, whose
+    channels are the grey digit or zero."""
+    mass = images.flatten(2).sum(2)
+    top = mass.amax(1, keepdim=True)
+    on = (mass > threshold * top) & (top > 0)
+    return (on.long() * torch.tensor([1, 2, 4], device=images.device)).sum(1)
+
+
+SELF_CONSISTENCY_PASSES = (1, 5, 10, 20)
+
+
+@torch.no_grad()
+def self_consistency(model, images: torch.Tensor, net, passes=SELF_CONSISTENCY_PASSES, seed: int = 0) -> dict:
+    """Iterate x -> reconstruction (:func:`reconstruction_chain`, max(passes) times) and measure what
+    survives, per pass t in ``passes``: ``digit_kept`` and ``color_kept``, the share of images whose
+    class (by ``net``, a classifier trained on real coloured digits) and colour (:func:`read_colors`) at
+    pass t equal those of x; ``both_kept``; and ``code_distance``, the distance |mu(x_t) - mu(x)| of the
+    pass's encoder mean from the first code, with ``relative_distance`` dividing it by the RMS distance
+    between the codes of two random images (mean and s.e. over images). Returns
+    {"rows": [...], "chain": (T + 1, N, C, H, W)}."""
+    chain = reconstruction_chain(model, images, max(passes), seed)
+    digits = torch.stack([net(step).argmax(1) for step in chain])
+    colors = torch.stack([read_colors(step) for step in chain])
+    codes = torch.stack([encoder_means(model, step) for step in chain])
+    spread = (2 * codes[0].var(0).sum()).sqrt().clamp_min(1e-12)
+    rows = []
+    for t in passes:
+        digit, color = (digits[t] == digits[0]).float(), (colors[t] == colors[0]).float()
+        distance = (codes[t] - codes[0]).norm(dim=1)
+        rows.append({"pass": t, "digit_kept": _pct(digit), "color_kept": _pct(color), "both_kept": _pct(digit * color),
+                     "code_distance": mean_and_sem(distance), "relative_distance": mean_and_sem(distance / spread)})
+    return {"rows": rows, "chain": chain}
+
+
 def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_dir, seed: int = 0,
                                progress: bool = True, data: str = "mnist", device: str = "cpu") -> dict:
     """Train every model, evaluate it, write metrics.json, CSVs, figures and report.md into ``out``."""
@@ -349,4 +386,4 @@ def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_di
 
 __all__ = ["AutoencodingPreset", "PRESETS", "reproduce_autoencoding_vae", "linear_probe", "pixel_baselines",
            "latent_usage", "robustness",
-           "reconstruction_chain", "label_kept", "datasets", "train_models"]
+           "reconstruction_chain", "label_kept", "self_consistency", "read_colors", "datasets", "train_models"]

@@ -215,10 +215,13 @@ def fit(
     ctx = distributed.setup(device)
     torch.manual_seed(config.seed)
     model = checkpoint.build(model_name, model_config, "model")
-    model.check_input(train_data.images, f"{train_data.name} ({train_data.split})")
+    regime = make_regime(config, n_images=len(train_data))
+    seen_shape = tuple(train_data.images.shape[1:])
+    if hasattr(regime, "input_shape"):  # a regime that changes the images (recolor: grey -> RGB)
+        seen_shape = regime.input_shape(seen_shape)
+    model.check_input(train_data.images.new_empty((0, *seen_shape)), f"{train_data.name} ({train_data.split})")
     model.to(ctx.device)
     optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    regime = make_regime(config, n_images=len(train_data))
     history: list[dict] = []
     starts: list[dict] = []  # where each run of this training began: epochs done and the batch inside the next
     start_epoch, position = 0, None

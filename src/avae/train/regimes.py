@@ -7,6 +7,9 @@ One loop (:func:`avae.train.loop.fit`) serves them all (Bidart & Wong 2019, sect
 * ``transform-optimized``: X_full, and before each gradient step the pose of every image is
   optimised with :func:`avae.align.align` (section 3.3); the step then minimises the Affine VAE
   loss at those poses, so the model only has to learn a canonical subset of poses.
+* ``recolor``: ColorMNIST as the Autoencoding VAE's released code trains on it: the grey training
+  digits get a fresh colour per image in every batch (:func:`avae.data.color.recolor`), so a model
+  sees each digit in many colours over the run.
 
 Every regime runs on the device of its batch (``--device cuda``): random angles are drawn on the
 CPU generator the loop reseeds per batch (so a run draws the same angles on every device) and
@@ -104,7 +107,29 @@ class TransformOptimized:
                                 epochs=np.array(epochs) + 1, labels=train_data.labels.numpy())
 
 
-REGIMES = {"plain": Plain, "random-rotation": RandomRotation, "transform-optimized": TransformOptimized}
+class Recolor:
+    """Per-batch recolouring: each grey image (N, 1, H, W) of a batch is multiplied by a colour drawn
+    afresh from the batch's generator, so the colours differ across batches and epochs and repeat
+    under the same seed. The model sees (N, 3, H, W)."""
+
+    name = "recolor"
+
+    def input_shape(self, shape: tuple) -> tuple:
+        """The shape of one image as the model receives it, for the loop's input check."""
+        if shape[0] != 1:
+            from avae.errors import AvaeError
+
+            raise AvaeError(f"training regime 'recolor' colours grey digits: got images of {shape[0]} channels")
+        return (3, *shape[1:])
+
+    def loss(self, model, x, index, epoch, generator):
+        from avae.data.color import recolor
+
+        return model.loss(recolor(x, generator)[0], sample=True)["loss"]
+
+
+REGIMES = {"plain": Plain, "random-rotation": RandomRotation, "transform-optimized": TransformOptimized,
+           "recolor": Recolor}
 
 
 def make_regime(config, n_images: int = 0):
