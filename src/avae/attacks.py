@@ -68,6 +68,19 @@ class EncoderClassifier(nn.Module):
         return self.head(self.model.encode(x)[0])
 
 
+class DecodedClassifier(nn.Module):
+    """Pixels -> encoder mean -> decoder mean g(mu(x)) -> linear classifier on its pixels: the slides'
+    evaluation ("passing values from the latent space to the decoder and using those outputs to solve
+    the classification"), attacked end to end (protocol D of the Autoencoding VAE report)."""
+
+    def __init__(self, model, head: nn.Linear):
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.model.decode(self.model.encode(x)[0]).flatten(1))
+
+
 def _batched(fn, *tensors, batch_size: int):
     return torch.cat([fn(*(t[s:s + batch_size] for t in tensors)) for s in range(0, len(tensors[0]), batch_size)])
 
@@ -123,18 +136,33 @@ def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     return _batched(lambda x, y: (classifier(x).argmax(1) == y).float(), images, labels, batch_size=batch_size)
 
 
+REPRESENTATION_OBJECTIVES = ("mean", "w2")
+
+
 def attack_representation(model, images: torch.Tensor, epsilon: float, *, steps: int, step_size: float,
-                          seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
-    """PGD maximising |mu(x_adv) - mu(x)|^2, the squared distance between the clean and attacked
-    latent means; returns the attacked images."""
+                          seed: int = 0, batch_size: int = 1000, objective: str = "mean") -> torch.Tensor:
+    """PGD on the representation alone, no classifier: ``objective="mean"`` maximises |mu(x_adv) - mu(x)|^2,
+    the squared distance between the clean and attacked latent means; ``"w2"`` the squared 2-Wasserstein
+    distance between the posteriors q(z|x) and q(z|x_adv) (means and standard deviations). Returns the
+    attacked images."""
+    if objective not in REPRESENTATION_OBJECTIVES:
+        raise AvaeError(f"attack_representation: objective must be one of {', '.join(REPRESENTATION_OBJECTIVES)}, "
+                        f"got {objective!r}")
+    from avae.models.autoencoding_vae import w2_squared
+
     model.eval()
     generator = torch.Generator().manual_seed(seed)
 
     def attack(x):
         with torch.no_grad():
-            clean = model.encode(x)[0]
-        return pgd_linf(lambda a: (model.encode(a)[0] - clean).pow(2).sum(1), x, epsilon, steps, step_size,
-                        generator=generator)
+            clean_mu, clean_logvar = model.encode(x)
+        if objective == "mean":
+            def distance(a):
+                return (model.encode(a)[0] - clean_mu).pow(2).sum(1)
+        else:
+            def distance(a):
+                return w2_squared(clean_mu, clean_logvar, *model.encode(a))
+        return pgd_linf(distance, x, epsilon, steps, step_size, generator=generator)
 
     return _batched(attack, images, batch_size=batch_size)
 
@@ -167,5 +195,5 @@ def art_pgd(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, e
     return torch.from_numpy(adv).float()
 
 
-__all__ = ["pgd_linf", "margin", "EncoderClassifier", "attack_classifier", "fgsm", "attack_representation", "accuracy",
+__all__ = ["pgd_linf", "margin", "EncoderClassifier", "DecodedClassifier", "attack_classifier", "fgsm", "attack_representation", "accuracy",
            "art_available", "art_pgd"]

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from avae.attacks import (EncoderClassifier, accuracy, art_available, art_pgd, attack_classifier, attack_representation,
-                          fgsm)
+from avae.attacks import (DecodedClassifier, EncoderClassifier, accuracy, art_available, art_pgd, attack_classifier,
+                          attack_representation, fgsm)
 from avae.data import color_mnist, reproduction_splits
 from avae.io import write_json
 from avae.models.autoencoding_vae import post_process_encoder
@@ -307,6 +307,77 @@ def label_kept(net: MNISTNet, chain: torch.Tensor) -> torch.Tensor:
     return (labels[1:] == labels[0]).float().mean(0)
 
 
+PANEL_EPSILONS = (0.0, 0.02, 0.05, 0.1, 0.2)
+PROTOCOLS = {
+    "A": "end to end: PGD on the probe's margin and cross-entropy through the encoder mean and a linear probe on it",
+    "B": "representation: PGD on the W2 between q(z|x) and q(z|x'), no classifier; scored by the probe on the mean",
+    "C": "representation: B's images, scored by a probe trained and applied on posterior samples",
+    "D": "the slides' wording: a linear probe on the decoder's output g(mu(x)), attacked end to end through "
+         "encoder, decoder and probe",
+}
+PROBE_FEATURES = {"A": "mean", "B": "mean", "C": "sample", "D": "decoded"}
+
+
+@torch.no_grad()
+def posterior_samples(model, images: torch.Tensor, seed: int = 0, batch_size: int = 2000) -> torch.Tensor:
+    """One draw z ~ q(z|x) per image, seeded (the same noise for the same images and seed)."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for x in images.split(batch_size):
+        mu, logvar = model.encode(x)
+        out.append(mu + torch.randn(mu.shape, generator=generator).to(mu) * (0.5 * logvar).exp())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def decoded_means(model, images: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    """g(mu(x)) per image, flattened (N, C H W): the features of protocol D's probe."""
+    model.eval()
+    return torch.cat([model.decode(model.encode(x)[0]).flatten(1) for x in images.split(batch_size)])
+
+
+def panel_probes(model, train, seed: int = 0) -> dict:
+    """Linear probes ({features: {task: head}}) for the attack panel, fitted on ``train`` (ColorMNIST):
+    on the encoder means, on one posterior sample per image, on the decoder's output g(mu(x))."""
+    features = {"mean": encoder_means(model, train.images), "sample": posterior_samples(model, train.images, seed),
+                "decoded": decoded_means(model, train.images)}
+    return {name: {task: linear_probe(f, labels, seed) for task, labels in (("digit", train.labels),
+                                                                              ("color", train.colors))}
+            for name, f in features.items()}
+
+
+def attack_panel(model, train, test, *, epsilons=PANEL_EPSILONS, steps: int = 20, step_fraction: float = 0.125,
+                 seed: int = 0) -> list[dict]:
+    """Every protocol of :data:`PROTOCOLS` on both tasks (digit, colour) at every epsilon, L-infinity on [0, 1]
+    pixels, ``steps`` PGD steps of ``step_fraction`` epsilon after a random start, best iterate kept.
+    Probes come from :func:`panel_probes` on ``train``. Tidy rows: protocol, task, epsilon, accuracy (%),
+    sem, n; epsilon 0 is each probe's clean accuracy."""
+    model.requires_grad_(False)
+    heads = panel_probes(model, train, seed)
+    tasks = {"digit": test.labels, "color": test.colors}
+    rows = []
+    try:
+        for eps in epsilons:
+            step = step_fraction * eps
+            # B and C share one attack on the representation, whatever the task
+            moved = attack_representation(model, test.images, eps, steps=steps, step_size=step, seed=seed, objective="w2")
+            moved_mu, moved_z = encoder_means(model, moved), posterior_samples(model, moved, seed + 1)
+            for task, labels in tasks.items():
+                correct = {}
+                for protocol, wrapper in (("A", EncoderClassifier), ("D", DecodedClassifier)):
+                    classifier = wrapper(model, heads[PROBE_FEATURES[protocol]][task])
+                    adv = attack_classifier(classifier, test.images, labels, eps, steps=steps, step_size=step, seed=seed)
+                    correct[protocol] = accuracy(classifier, adv, labels)
+                with torch.no_grad():
+                    correct["B"] = (heads["mean"][task](moved_mu).argmax(1) == labels).float()
+                    correct["C"] = (heads["sample"][task](moved_z).argmax(1) == labels).float()
+                rows += [{"protocol": p, "task": task, "epsilon": eps, **_pct(correct[p])} for p in sorted(correct)]
+    finally:
+        model.requires_grad_(True)
+    return rows
+
+
 def read_colors(images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Colour ids (N,) of coloured digits (N, 3, H, W) read from the pixels: a channel is on when its
     total intensity is above ``threshold`` times the brightest channel's; id = red + 2 green + 4 blue
@@ -386,4 +457,5 @@ def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_di
 
 __all__ = ["AutoencodingPreset", "PRESETS", "reproduce_autoencoding_vae", "linear_probe", "pixel_baselines",
            "latent_usage", "robustness",
-           "reconstruction_chain", "label_kept", "self_consistency", "read_colors", "datasets", "train_models"]
+           "reconstruction_chain", "label_kept", "self_consistency", "read_colors", "datasets", "train_models",
+           "attack_panel", "panel_probes", "posterior_samples", "decoded_means", "PROTOCOLS", "PANEL_EPSILONS"]
