@@ -389,14 +389,20 @@ def test_reproduce_tiny_preset_end_to_end(mnist_test_dir, tmp_path):
     reproduce_autoencoding_vae(preset, tmp_path, data_dir=mnist_test_dir, progress=False)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     names = [r["model"] for r in metrics["rows"]]
-    assert names == ["VAE", "AVAE", "SE", "SE-AVAE", "VAE+AVAE post"]
+    assert names == ["VAE", "AVAE", "SE_0.2", "SE-AVAE_0.2", "VAE+AVAE post"]
+    assert metrics["preset"]["regime"] == "recolor" and set(metrics["protocols"]) == set("ABCD")
     for row in metrics["rows"]:
+        assert len(row["attack_panel"]) == 4 * 2 * 5 and [c["pass"] for c in row["self_consistency"]] == [1]
+        assert {"latent", "summed_squared_error", "mse_0_255", "clean"} <= set(row)
+        assert row["mse_0_255"]["mean"] == pytest.approx(row["summed_squared_error"]["mean"] * 255**2 / (3 * 28 * 28))
         assert [a["epsilon"] for a in row["pixel_attack"]] == [0.0, 0.1, 0.2]
         assert all(a["max_perturbation"] <= a["epsilon"] + 1e-6 for a in row["pixel_attack"])
         assert [a["epsilon"] for a in row["small_epsilon"]] == [0.02, 0.05]
         assert all(0 <= a["fgsm"]["accuracy"] <= 100 for a in row["pixel_attack"][1:] + row["small_epsilon"])
     report = (tmp_path / "report.md").read_text()
     assert "VAE+AVAE post" in report and "88.1" in report and "one-step FGSM" in report
+    assert "## The attack panel" in report and "## Self-consistency" in report and "## Health before attacks" in report
+    assert "recoloured afresh in every batch" in report and "entropy-regularised Wasserstein divergence" in report
     assert (tmp_path / "iterated_reconstruction.png").stat().st_size > 0
     assert (tmp_path / "robustness_vs_epsilon.png").stat().st_size > 0 and "robustness_vs_epsilon.png" in report
     # a second run reuses every model
