@@ -383,6 +383,10 @@ def test_bad_training_option(digits_npz, tmp_path, capsys):
       "variance": 0.25}),
     (["--model", "vae", "--net", "mlp", "--optimizer", "adadelta", "--lr", "1.0"],
      {"net": "mlp", "likelihood": "gaussian", "image_size": 40}),
+    (["--model", "autoencoding-vae", "--regime", "recolor", "--avae", "--rho", "0.8", "--avae-target", "sample",
+      "--smooth", "--se-epsilon", "0.1", "--se-steps", "1", "--se-objective", "w2"],
+     {"channels": 3, "image_size": 28, "avae": True, "rho": 0.8, "avae_target": "sample", "smooth": True,
+      "se_epsilon": 0.1, "se_steps": 1, "se_objective": "w2"}),
 ])
 def test_model_options_reach_the_checkpoint_config(digits_npz, tmp_path, capsys, argv, expected):
     out = tmp_path / "run"
@@ -395,6 +399,7 @@ def test_model_options_reach_the_checkpoint_config(digits_npz, tmp_path, capsys,
     assert model.name == argv[1]
     train_config = avae.train.checkpoint.read(out)["train_config"]
     assert train_config["optimizer"] == ("adadelta" if "adadelta" in argv else "adam")
+    assert train_config["regime"] == ("recolor" if "recolor" in argv else "plain")
 
 
 @pytest.mark.parametrize("argv,names", [
@@ -402,8 +407,32 @@ def test_model_options_reach_the_checkpoint_config(digits_npz, tmp_path, capsys,
     (["--model", "autoencoding-vae", "--transformer", "tps"], ["--transformer tps", "--model autoencoding-vae"]),
     (["--model", "tvae", "--localization-hidden", "8"], ["--localization-hidden 8", "dtvae"]),
     (["--model", "tvae", "--pose-rank", "3"], ["--pose-rank 3", "--prior full", "--prior none"]),
+    (["--model", "vae", "--smooth"], ["--smooth", "--model autoencoding-vae", "--model vae"]),
+    (["--model", "autoencoding-vae", "--se-steps", "3"], ["--se-steps", "--smooth"]),
+    (["--model", "autoencoding-vae", "--avae-target", "sample"], ["--avae-target", "--avae"]),
 ])
 def test_options_the_model_lacks_are_refused_before_anything_is_written(digits_npz, tmp_path, capsys, argv, names):
     out = tmp_path / "run"
     user_error(run(capsys, "train", "--data", digits_npz, "--out", out, *EPOCH, *argv), *names)
     assert not out.exists()
+
+
+def test_autoencoding_vae_trains_on_a_folder_of_rgb_images(tmp_path, capsys):
+    """CelebA cannot be had here; a user with it points --data at its folder. A tiny folder of RGB PNGs
+    (32 x 32) trains the smooth AVAE, and the checkpoint has 3 channels of that size."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--model", "autoencoding-vae", "--avae", "--smooth", "--se-steps", "1",
+                       "--data", folder, "--latent", "4", "--out", out, "--epochs", "1", "--batch-size", "8", "--quiet")
+    assert code == 0, err
+    config = avae.train.checkpoint.read(out)["config"]
+    assert (config["channels"], config["image_size"], config["avae"], config["smooth"]) == (3, 32, True, True)
+    user_error(run(capsys, "train", "--model", "autoencoding-vae", "--regime", "recolor", "--data", folder,
+                   "--out", tmp_path / "again", "--epochs", "1", "--quiet"), "--regime recolor", "3 channels")
+    assert not (tmp_path / "again").exists()

@@ -110,6 +110,13 @@ MODEL_OPTIONS = {
     "prior": ("prior", ("tvae", "dtvae")),
     "pose_rank": ("rank", ("tvae", "dtvae")),
     "localization_hidden": ("localization_hidden", ("dtvae",)),
+    "avae": ("avae", ("autoencoding-vae",)),
+    "smooth": ("smooth", ("autoencoding-vae",)),
+    "rho": ("rho", ("autoencoding-vae",)),
+    "avae_target": ("avae_target", ("autoencoding-vae",)),
+    "se_epsilon": ("se_epsilon", ("autoencoding-vae",)),
+    "se_steps": ("se_steps", ("autoencoding-vae",)),
+    "se_objective": ("se_objective", ("autoencoding-vae",)),
 }
 
 
@@ -122,9 +129,15 @@ def _model_options(args) -> dict:
         if value is None:
             continue
         if args.model not in models:
-            raise AvaeError(f"--{option.replace('_', '-')} {value}: applies to --model {' or '.join(models)}, "
+            shown = "" if value is True else f" {value}"
+            raise AvaeError(f"--{option.replace('_', '-')}{shown}: applies to --model {' or '.join(models)}, "
                             f"not to --model {args.model}")
         fields[field] = value
+    smooth_only = sorted(f for f in ("se_epsilon", "se_steps", "se_objective") if f in fields)
+    if smooth_only and not fields.get("smooth"):
+        raise AvaeError(f"--{smooth_only[0].replace('_', '-')}: sets the smooth encoder; add --smooth")
+    if "avae_target" in fields and not fields.get("avae"):
+        raise AvaeError("--avae-target: sets what the AVAE re-encodes; add --avae")
     if "rank" in fields and fields.get("prior") != "full":
         raise AvaeError(f"--pose-rank {fields['rank']}: sets the dimension of u under --prior full; "
                         f"got --prior {fields.get('prior', 'none')}")
@@ -140,8 +153,15 @@ def cmd_train(args) -> None:
         args.pad = 40 if args.model == "vae" else 0
     train_data = _load_data(args, "train")
     val_data = _load_data(args, "val")
+    channels = int(train_data.images.shape[1])
+    if args.regime == "recolor":  # grey digits coloured afresh in every batch; validate on a seeded colouring
+        from avae.data import color_mnist
+
+        if channels != 1:
+            raise AvaeError(f"--regime recolor: colours grey images, but {args.data} has {channels} channels")
+        val_data, channels = color_mnist(val_data, seed=args.seed + 1), 3
     model_config = {
-        "latent": args.latent, "channels": int(train_data.images.shape[1]),
+        "latent": args.latent, "channels": channels,
         "image_size": int(train_data.images.shape[-1]), "output": "linear" if args.normalize else "sigmoid",
         **model_options,
     }
@@ -421,7 +441,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pose-rank", type=int, default=None,
                    help="--prior full: dimension of u (default: the transformer's degrees of freedom)")
     g.add_argument("--localization-hidden", type=int, default=None, help="dtvae: units of the localization net")
-    p.add_argument("--regime", choices=sorted(REGIMES), default="plain")
+    g = p.add_argument_group("Autoencoding VAE and smooth encoders (--model autoencoding-vae)")
+    from avae.models.autoencoding_vae import AVAE_TARGETS, SE_OBJECTIVES
+    g.add_argument("--avae", action="store_true", default=None,
+                   help="add the AVAE's self-consistency terms (Cemgil et al. 2020)")
+    g.add_argument("--rho", type=float, default=None, help="--avae: coupling of z and the re-encoded z~ (default 0.975)")
+    g.add_argument("--avae-target", choices=AVAE_TARGETS, default=None,
+                   help="--avae: re-encode the decoder's mean (default, the released code's) or a sample from it")
+    g.add_argument("--smooth", action="store_true", default=None,
+                   help="smooth encoder (Cemgil et al. ICLR 2020): Select a worst-case x_b near every image")
+    g.add_argument("--se-epsilon", type=float, default=None, help="--smooth: L-infinity radius of Select (default 0.2)")
+    g.add_argument("--se-steps", type=int, default=None, help="--smooth: Select's PGD iterations L (default 5)")
+    g.add_argument("--se-objective", choices=SE_OBJECTIVES, default=None,
+                   help="--smooth: published (default: entropy-regularised Wasserstein divergence, prior fidelity on "
+                        "both posteriors) or w2 (the negative ELBO plus a plain squared W2 penalty)")
+    p.add_argument("--regime", choices=sorted(REGIMES), default="plain",
+                   help="plain, random-rotation, transform-optimized (the Affine VAE's), recolor (grey digits coloured "
+                        "afresh in every batch: ColorMNIST as the Autoencoding VAE's released code trains)")
     g = p.add_argument_group("transform-optimized regime: the pose search on every batch (defaults: the paper's)")
     g.add_argument("--pose-restarts", type=int, default=20, help="candidate poses per image (the original code: 20)")
     g.add_argument("--pose-steps", type=int, default=5, help="Adam steps on the poses (the original code: 5)")
