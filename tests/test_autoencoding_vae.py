@@ -619,3 +619,18 @@ def test_w2_representation_attack_moves_the_posterior_more_than_noise(colored):
         assert w2_squared(*clean, *model.encode(moved)).mean() > w2_squared(*clean, *model.encode(noise)).mean()
     with pytest.raises(AvaeError, match="objective"):
         attack_representation(model, x, 0.1, steps=1, step_size=0.1, objective="kl")
+
+
+def test_models_trained_in_parallel_processes_equal_those_trained_one_by_one(tmp_path):
+    """--jobs 2 for autoencoding-vae: per-batch recolouring and all, the same weights in any process."""
+    from avae.evaluate.autoencoding import PRESETS, train_models
+
+    preset = replace(PRESETS["quick"], name="tiny", epochs=1, post_steps=1, latent=4, variants=("VAE", "AVAE"),
+                     batch_size=32)
+    grey = load("mnist-embedded", "val", pad_to=None, limit=64)
+    val = color_mnist(load("mnist-embedded", "val", pad_to=None, limit=16), seed=1)
+    one, _ = train_models(preset, grey, val, tmp_path / "one", progress=False)
+    two, _ = train_models(preset, grey, val, tmp_path / "two", progress=False, jobs=2)
+    for name in ("VAE", "AVAE", "VAE+AVAE post"):
+        for a, b in zip(one[name].state_dict().values(), two[name].state_dict().values()):
+            assert torch.equal(a, b), name

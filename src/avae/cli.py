@@ -402,10 +402,10 @@ def cmd_reproduce(args) -> None:
         # before --out is made: a missing training file must leave nothing behind
         from avae.data import require_training_files
         require_training_files(Path(data_dir).expanduser(), f"--preset {args.preset}")
-    if args.jobs < 1 or (args.jobs > 1 and args.paper != "transformer-vae"):
-        raise AvaeError(f"--jobs {args.jobs}: expected 1, or more for transformer-vae (the only paper whose models "
-                        "train in parallel processes)")
-    extra = {"jobs": args.jobs} if args.paper == "transformer-vae" else {}
+    if args.jobs < 1 or (args.jobs > 1 and args.paper == "affine-vae"):
+        raise AvaeError(f"--jobs {args.jobs}: expected 1, or more for transformer-vae and autoencoding-vae (whose "
+                        "small dense models train in parallel processes)")
+    extra = {"jobs": args.jobs} if args.paper != "affine-vae" else {}
     out = prepare_out(args.out)
     show(getattr(module, function)(preset, out, data_dir=data_dir, seed=args.seed, progress=not args.quiet,
                                    data=args.data, device=args.device, **extra))
@@ -541,8 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the models train (auto: a CUDA GPU if there is one); the evaluation runs on the CPU")
     p.add_argument("--jobs", type=int, default=1,
-                   help="transformer-vae: train this many models at a time in separate processes, sharing --threads "
-                        "(default 1; 2 on a 2-core CPU trains its small dense nets 1.2x as fast: benchmarks/results/parallel_training.md)")
+                   help="transformer-vae and autoencoding-vae: train this many models at a time in separate processes, "
+                        "sharing --threads (default 1; 2 on a 2-core CPU trains the transformer report's small dense "
+                        "nets 1.2x as fast: benchmarks/results/parallel_training.md)")
     _add_common(p)
     p.set_defaults(func=cmd_reproduce)
 

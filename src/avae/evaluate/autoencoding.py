@@ -31,6 +31,7 @@ from avae.nets.classifier import MNISTNet
 from avae.report.provenance import provenance
 from avae.train import checkpoint
 from avae.train.loop import TrainConfig, fit, mean_and_sem
+from avae.train.parallel import fit_in_processes
 
 # The slides of the paper: ColorMNIST digit accuracy (%) at epsilon 0 / 0.1 / 0.2. The slides' SE rows are
 # keyed to the training radius 0.2 as we read them (SE_0.2^5: 92.6 at 0.1, the issue's calibration row);
@@ -132,11 +133,17 @@ def model_config(preset: AutoencodingPreset, variant: str) -> dict:
 
 
 def train_models(preset, train, val, out: Path, *, seed: int = 0, progress: bool = True,
-                 device: str = "cpu") -> tuple[dict, dict]:
+                 device: str = "cpu", jobs: int = 1) -> tuple[dict, dict]:
     """Train (or reuse) every model; returns ({name: model}, {name: training seconds}). Under the
-    ``recolor`` regime ``train`` holds the grey digits."""
+    ``recolor`` regime ``train`` holds the grey digits. ``jobs`` > 1 trains that many models at a time in
+    spawned processes (:func:`avae.train.parallel.fit_in_processes`)."""
     config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr, weight_decay=0.0,
                          seed=seed, regime=preset.regime)
+    if jobs > 1:
+        pending = [v for v in preset.variants if not _finished(out / "models" / v, preset.epochs)]
+        if len(pending) > 1:
+            fit_in_processes([("autoencoding-vae", model_config(preset, v), config, out / "models" / v) for v in pending],
+                             train, val, jobs, progress=progress, device=device)
     models, seconds = {}, {}
     for variant in preset.variants:
         run = out / "models" / variant
@@ -183,6 +190,13 @@ def step_cost(preset, images: torch.Tensor, *, rounds: int = 5, steps: int = 4, 
                 optimizer.step()
             times[variant].append((time.perf_counter() - began) / steps)
     return {v: float(np.median(t[1:])) for v, t in times.items()}
+
+
+def _finished(run: Path, epochs: int) -> bool:
+    try:
+        return len(json.loads((run / "metrics.json").read_text())["history"]) >= epochs
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def training_seconds(run: Path) -> float:
@@ -466,15 +480,16 @@ def health(model, test, rows: list[dict] | None = None) -> dict:
 
 
 def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_dir, seed: int = 0,
-                               progress: bool = True, data: str = "mnist", device: str = "cpu") -> dict:
-    """Train every model, evaluate it, write metrics.json, CSVs, figures and report.md into ``out``."""
+                               progress: bool = True, data: str = "mnist", device: str = "cpu", jobs: int = 1) -> dict:
+    """Train every model (``jobs`` at a time), evaluate it, write metrics.json, CSVs, figures and report.md
+    into ``out``."""
     from avae.report import autoencoding as report
 
     out = Path(out)
     began = time.perf_counter()
     train, val, test, grey = datasets(preset, data_dir, seed, data)
     models, seconds = train_models(preset, grey if preset.regime == "recolor" else train, val, out, seed=seed,
-                                   progress=progress, device=device)
+                                   progress=progress, device=device, jobs=jobs)
     net = mnistnet(train, out / "models" / "mnistnet.pt", epochs=preset.classifier_epochs, seed=seed)
     test_net_accuracy = _pct(accuracy(net, test.images, test.labels))
     probe_train = train.take(preset.probe_images, seed) if preset.probe_images else train

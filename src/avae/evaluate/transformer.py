@@ -32,6 +32,7 @@ from avae.report.provenance import provenance
 from avae.report.tables import write_csv
 from avae.report.transformer import SAMPLE_GRID, latent_scatter, panel_grid, panels
 from avae.train.loop import TrainConfig, fit, mean_and_sem, per_image_loss
+from avae.train.parallel import fit_in_processes
 
 # Thesis Table 1, all eleven rows: linear-SVM test accuracy (%) on raw pixels, PCA components and the
 # latent means (models trained on MNIST's training digits: 60,000 is our reading, the copy of the thesis we
@@ -252,7 +253,8 @@ def train_models(specs, train, val, out: Path, preset: TransformerPreset, seed: 
     configs = {s: _train_config(s, preset, seed) for s in specs}
     pending = [s for s in specs if not _finished(out / "models" / s.name, configs[s].epochs)]
     if jobs > 1 and len(pending) > 1:
-        _train_in_processes(pending, configs, train, val, out, jobs, progress, device)
+        fit_in_processes([(s.model, s.config(), configs[s], out / "models" / s.name) for s in pending], train, val,
+                         jobs, progress=progress, device=device)
     return {s: fit(s.model, s.config(), train, val, configs[s], out / "models" / s.name, resume=True,
                    progress=progress, device=device) for s in specs}
 
@@ -269,38 +271,6 @@ def _finished(run_dir: Path, epochs: int) -> bool:
         return len(_history(run_dir)) >= epochs
     except (OSError, ValueError, KeyError):
         return False
-
-
-_WORKER: dict = {}
-
-
-def _init_worker(train, val, threads: int) -> None:
-    torch.set_num_threads(threads)
-    _WORKER.update(train=train, val=val)
-
-
-def _fit_in_worker(spec: ModelSpec, config: TrainConfig, run_dir: Path, device: str) -> str:
-    fit(spec.model, spec.config(), _WORKER["train"], _WORKER["val"], config, run_dir, resume=True, progress=False,
-        device=device)
-    return spec.name
-
-
-def _train_in_processes(specs, configs, train, val, out: Path, jobs: int, progress: bool, device: str) -> None:
-    """Train ``specs`` in ``jobs`` spawned processes (each model checkpointed as usual, so an interrupted
-    run resumes), a progress bar over the models."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from tqdm.auto import tqdm
-
-    threads = max(1, torch.get_num_threads() // jobs)
-    context = multiprocessing.get_context("spawn")  # no fork: the parent's OpenMP threads would not survive it
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(train, val, threads)) as pool:
-        futures = [pool.submit(_fit_in_worker, s, configs[s], out / "models" / s.name, device) for s in specs]
-        with tqdm(total=len(futures), desc=f"models ({jobs} at a time)", unit="model", disable=not progress) as shown:
-            for future in as_completed(futures):
-                future.result()  # a failed model stops the run with its own error
-                shown.update(1)
 
 
 def error_terms(model, data, samples: int = 0, seed: int = 0) -> dict[str, torch.Tensor]:
