@@ -403,6 +403,7 @@ def test_reproduce_tiny_preset_end_to_end(mnist_test_dir, tmp_path):
     assert "VAE+AVAE post" in report and "88.1" in report and "one-step FGSM" in report
     assert "## The attack panel" in report and "## Self-consistency" in report and "## Health before attacks" in report
     assert "recoloured afresh in every batch" in report and "entropy-regularised Wasserstein divergence" in report
+    assert "**Calibration with SE**" in report and "**The slides' headline**" in report and "slides' cost" in report
     assert (tmp_path / "iterated_reconstruction.png").stat().st_size > 0
     assert (tmp_path / "robustness_vs_epsilon.png").stat().st_size > 0 and "robustness_vs_epsilon.png" in report
     # a second run reuses every model

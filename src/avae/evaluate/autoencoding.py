@@ -517,7 +517,7 @@ def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_di
                      "chain_label_kept": mean_and_sem(label_kept(net, consistency["chain"])),
                      "self_consistency": consistency["rows"], "attack_panel": panel,
                      "paper_accuracy": PAPER_ACCURACY.get(name), "paper_color_accuracy": PAPER_COLOR_ACCURACY.get(name),
-                     "paper_mse": PAPER_MSE.get(name)})
+                     "paper_mse": PAPER_MSE.get(name), "paper_time": PAPER_TIME.get(name.split("_")[0])})
     meta = {**provenance(), "preset": asdict(preset), "seed": seed, "train_data": train.describe(),
             "validation_data": val.describe(), "test_data": test.describe(), "probe_images": len(probe_train),
             "mnistnet_test_accuracy": test_net_accuracy, "probe_baselines": baselines, "fd_images": len(fd_test),
