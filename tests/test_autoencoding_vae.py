@@ -635,3 +635,20 @@ def test_models_trained_in_parallel_processes_equal_those_trained_one_by_one(tmp
     for name in ("VAE", "AVAE", "VAE+AVAE post"):
         for a, b in zip(one[name].state_dict().values(), two[name].state_dict().values()):
             assert torch.equal(a, b), name
+
+
+def test_variant_names_map_to_model_switches():
+    from avae.evaluate.autoencoding import PRESETS, variant_config
+
+    assert variant_config("VAE") == {} and variant_config("AVAE") == {"avae": True}
+    assert variant_config("SE_0.1") == {"smooth": True, "se_epsilon": 0.1}
+    assert variant_config("SE-AVAE_0.2-sampled") == {"avae": True, "smooth": True, "se_epsilon": 0.2,
+                                                     "avae_target": "sample"}
+    for bad in ("SE", "AVAE_0.1", "VAE-sampled", "SE_0.1-sampled", "GAN"):
+        with pytest.raises(AvaeError, match="variant"):
+            variant_config(bad)
+    standard = PRESETS["standard"]
+    assert standard.train_data == "full" and standard.regime == "recolor" and standard.lr == 1e-4
+    assert standard.epochs * -(-55_000 // standard.batch_size) >= 102_000  # the released code's steps
+    for variant in standard.variants:
+        AutoencodingVAEConfig(**variant_config(variant)).validate()

@@ -51,12 +51,19 @@ SMALL_EPSILONS = (0.02, 0.05)
 
 def variant_config(name: str) -> dict:
     """Model switches of a variant name: VAE, AVAE, SE_<eps>, SE-AVAE_<eps> (the smooth encoder's training
-    radius after the underscore, e.g. SE_0.2)."""
-    base, _, radius = name.partition("_")
+    radius after the underscore, e.g. SE_0.2); a trailing "-sampled" on an AVAE variant re-encodes a draw
+    from the decoder's likelihood instead of its mean (``avae_target="sample"``)."""
+    text, sampled = (name[: -len(SAMPLED)], True) if name.endswith(SAMPLED) else (name, False)
+    base, _, radius = text.partition("_")
     switches = {"VAE": {}, "AVAE": {"avae": True}, "SE": {"smooth": True}, "SE-AVAE": {"avae": True, "smooth": True}}
-    if base not in switches or (base.startswith("SE") != bool(radius)):
-        raise AvaeError(f"variant {name!r}: expected VAE, AVAE, SE_<epsilon> or SE-AVAE_<epsilon>")
-    return {**switches[base], **({"se_epsilon": float(radius)} if radius else {})}
+    if base not in switches or (base.startswith("SE") != bool(radius)) or (sampled and "AVAE" not in base):
+        raise AvaeError(f"variant {name!r}: expected VAE, AVAE, SE_<epsilon> or SE-AVAE_<epsilon>, the AVAE ones "
+                        f"optionally followed by {SAMPLED!r}")
+    return {**switches[base], **({"se_epsilon": float(radius)} if radius else {}),
+            **({"avae_target": "sample"} if sampled else {})}
+
+
+SAMPLED = "-sampled"
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,8 @@ PRESETS = {
                                    attack_steps=20, attack_step_fraction=0.125, art_images=500, fd_samples=2000,
                                    chain_images=1000, chain_steps=20, classifier_epochs=8, train_data="full",
                                    regime="recolor", panel=True, probe_images=10_000,
-                                   variants=("VAE", "AVAE", "SE_0.1", "SE_0.2", "SE-AVAE_0.1", "SE-AVAE_0.2")),
+                                   variants=("VAE", "AVAE", "SE_0.1", "SE_0.2", "SE-AVAE_0.1", "SE-AVAE_0.2",
+                                             "AVAE" + SAMPLED)),
     # The earlier standard preset (the report committed before the full-MNIST re-run): the 4,500 embedded
     # training digits coloured once, Adam lr 1e-3 for 60 epochs, SE with a 2-step plain-W2 penalty
     "embedded": AutoencodingPreset("embedded", train_images=None, epochs=60, post_steps=2000, test_images=2000,
