@@ -127,6 +127,8 @@ def main() -> None:
                             labels=test.labels.numpy())
         assert avae_main(["align", "--checkpoint", str(folder), "--images", str(out / "turned.npz"), "--out",
                           str(out / "pythae-align"), "--quiet"]) == 0
+    if not (out / "pythae-align" / "half_turns.json").is_file():
+        half_turns(out, args.data_dir, args.seed)
     tvae_dir = out / "tvae"
     if not (tvae_dir / "checkpoint.pt").is_file():
         assert avae_main(["train", "--model", "tvae", "--latent", "8", "--epochs", "10", "--batch-size", "100",
@@ -149,9 +151,39 @@ def main() -> None:
     print(render(out))
 
 
+def half_turns(out: Path, data_dir: str, seed: int) -> dict:
+    """How far from upright `avae align` left each turned digit (the angle applied plus the pose found):
+    the share within 30 degrees of upright and within 30 degrees of a half turn (a 6 read as a 9), for the
+    6s and 9s and for the other digits -> ``pythae-align/half_turns.json``."""
+    import csv
+
+    test = load("mnist", "test", data_dir=data_dir, pad_to=None).take(200, seed)
+    applied = rotated(test, seed=seed + 1)[1].degrees.numpy().ravel()
+    rows = list(csv.DictReader(open(out / "pythae-align" / "poses.csv")))
+    found = np.array([float(r["degrees"]) for r in rows])
+    labels = np.array([int(r["label"]) for r in rows])
+    left = (applied + found + 180) % 360 - 180
+    result = {}
+    for name, mask in (("6 and 9", np.isin(labels, (6, 9))), ("others", ~np.isin(labels, (6, 9)))):
+        result[name] = {"n": int(mask.sum()), "upright": float((np.abs(left[mask]) < 30).mean()),
+                        "half turn": float((np.abs(np.abs(left[mask]) - 180) < 30).mean())}
+    write_json(out / "pythae-align" / "half_turns.json", result)
+    return result
+
+
 def _align_metrics(out: Path) -> dict | None:
     path = out / "pythae-align" / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _half_turn_text(out: Path) -> str:
+    path = out / "pythae-align" / "half_turns.json"
+    if not path.is_file():
+        return ""
+    h = json.loads(path.read_text())
+    return (" Left within 30 degrees of upright: " + "; ".join(
+        f"{name} {100 * v['upright']:.1f} % (a half turn away: {100 * v['half turn']:.1f} %, n = {v['n']})"
+        for name, v in h.items()) + ".")
 
 
 def render(out: Path) -> str:
@@ -185,7 +217,7 @@ def render(out: Path) -> str:
         *([f"`avae align --checkpoint pythae-vae` (the paper's search) on {a['data']['n_images']} test digits turned "
            f"uniformly in [0, 360): mean loss {a['loss']['identity']:.2f} -> {a['loss']['aligned']:.2f} "
            f"(**{100 * (a['loss']['aligned'] / a['loss']['identity'] - 1):+.1f} %**). "
-           "[aligned digits](pythae-align/alignment.png)\n"] if (a := _align_metrics(out)) else []),
+           "[aligned digits](pythae-align/alignment.png)" + _half_turn_text(out) + "\n"] if (a := _align_metrics(out)) else []),
         f"Classifiers (5-nearest-neighbour; standardised logistic regression) fitted on the codes (latent means) of "
         f"{result.get('train_digits', 4500)} upright embedded training digits, tested on {result.get('test_digits', 1000)} "
         "real test digits: upright, turned by a uniform angle in [0, 360) (fair resampling), and turned then aligned "
