@@ -148,7 +148,7 @@ def attack_representation(model, images: torch.Tensor, epsilon: float, *, steps:
     if objective not in REPRESENTATION_OBJECTIVES:
         raise AvaeError(f"attack_representation: objective must be one of {', '.join(REPRESENTATION_OBJECTIVES)}, "
                         f"got {objective!r}")
-    from avae.models.autoencoding_vae import w2_squared
+    from avae.models.gaussians import w2_squared
 
     model.eval()
     generator = torch.Generator().manual_seed(seed)
