@@ -31,7 +31,7 @@ from avae.nets.classifier import MNISTNet
 from avae.report.provenance import provenance
 from avae.train import checkpoint
 from avae.train.loop import TrainConfig, fit, mean_and_sem
-from avae.train.parallel import fit_in_processes
+from avae.train.parallel import finished, fit_in_processes
 
 # The slides of the paper: ColorMNIST digit accuracy (%) at epsilon 0 / 0.1 / 0.2. The slides' SE rows are
 # keyed to the training radius 0.2 as we read them (SE_0.2^5: 92.6 at 0.1, the issue's calibration row);
@@ -148,7 +148,7 @@ def train_models(preset, train, val, out: Path, *, seed: int = 0, progress: bool
     config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr, weight_decay=0.0,
                          seed=seed, regime=preset.regime)
     if jobs > 1:
-        pending = [v for v in preset.variants if not _finished(out / "models" / v, preset.epochs)]
+        pending = [v for v in preset.variants if not finished(out / "models" / v, preset.epochs)]
         if len(pending) > 1:
             fit_in_processes([("autoencoding-vae", model_config(preset, v), config, out / "models" / v) for v in pending],
                              train, val, jobs, progress=progress, device=device)
@@ -198,13 +198,6 @@ def step_cost(preset, images: torch.Tensor, *, rounds: int = 5, steps: int = 4, 
                 optimizer.step()
             times[variant].append((time.perf_counter() - began) / steps)
     return {v: float(np.median(t[1:])) for v, t in times.items()}
-
-
-def _finished(run: Path, epochs: int) -> bool:
-    try:
-        return len(json.loads((run / "metrics.json").read_text())["history"]) >= epochs
-    except (OSError, ValueError, KeyError):
-        return False
 
 
 def training_seconds(run: Path) -> float:
@@ -361,7 +354,11 @@ def reconstruction_chain(model, images: torch.Tensor, steps: int, seed: int = 0)
 @torch.no_grad()
 def label_kept(net: MNISTNet, chain: torch.Tensor) -> torch.Tensor:
     """Per image, the fraction of chain steps 1..T whose MNISTnet label equals that of x (step 0)."""
-    labels = torch.stack([net(step).argmax(1) for step in chain])
+    return _kept(torch.stack([net(step).argmax(1) for step in chain]))
+
+
+def _kept(labels: torch.Tensor) -> torch.Tensor:
+    """Per image, the fraction of steps 1..T of (T + 1, N) labels equal to step 0's."""
     return (labels[1:] == labels[0]).float().mean(0)
 
 
@@ -458,7 +455,7 @@ def self_consistency(model, images: torch.Tensor, net, passes=SELF_CONSISTENCY_P
     pass t equal those of x; ``both_kept``; and ``code_distance``, the distance |mu(x_t) - mu(x)| of the
     pass's encoder mean from the first code, with ``relative_distance`` dividing it by the RMS distance
     between the codes of two random images (mean and s.e. over images). Returns
-    {"rows": [...], "chain": (T + 1, N, C, H, W)}."""
+    {"rows": [...], "chain": (T + 1, N, C, H, W), "label_kept": the share of passes whose class is x's (mean, s.e.)}."""
     chain = reconstruction_chain(model, images, max(passes), seed)
     digits = torch.stack([net(step).argmax(1) for step in chain])
     colors = torch.stack([read_colors(step) for step in chain])
@@ -470,7 +467,7 @@ def self_consistency(model, images: torch.Tensor, net, passes=SELF_CONSISTENCY_P
         distance = (codes[t] - codes[0]).norm(dim=1)
         rows.append({"pass": t, "digit_kept": _pct(digit), "color_kept": _pct(color), "both_kept": _pct(digit * color),
                      "code_distance": mean_and_sem(distance), "relative_distance": mean_and_sem(distance / spread)})
-    return {"rows": rows, "chain": chain}
+    return {"rows": rows, "chain": chain, "label_kept": mean_and_sem(_kept(digits))}
 
 
 def health(model, test, rows: list[dict] | None = None) -> dict:
@@ -479,7 +476,7 @@ def health(model, test, rows: list[dict] | None = None) -> dict:
     per-pixel mean on the 0-255 scale), and, from attack-panel ``rows``, every probe's clean accuracy."""
     mse = reconstruction_mse(model, test.images)
     pixels = test.images[0].numel()
-    out = {"latent": latent_usage(model, test.images),
+    out = {"latent": latent_usage(model, test.images), "reconstruction_mse": mse,
            "summed_squared_error": {k: v * pixels if k != "n" else v for k, v in mse.items()},
            "mse_0_255": {k: v * 255**2 if k != "n" else v for k, v in mse.items()}}
     if rows:
@@ -518,11 +515,10 @@ def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_di
         panel = (attack_panel(model, probe_train, test, steps=preset.attack_steps,
                               step_fraction=preset.attack_step_fraction, seed=seed) if preset.panel else [])
         rows.append({"model": name, **r, **health(model, test, panel),
-                     "reconstruction_mse": reconstruction_mse(model, test.images),
                      "training_seconds": seconds[name], "time_vs_vae": seconds[name] / seconds["VAE"],
                      "step_seconds": cost[name], "step_cost_vs_vae": cost[name] / cost["VAE"],
                      "fd_mnistnet": frechet_distance(net_features(net, samples), fd_reference),
-                     "chain_label_kept": mean_and_sem(label_kept(net, consistency["chain"])),
+                     "chain_label_kept": consistency["label_kept"],
                      "self_consistency": consistency["rows"], "attack_panel": panel,
                      "paper_accuracy": PAPER_ACCURACY.get(name), "paper_color_accuracy": PAPER_COLOR_ACCURACY.get(name),
                      "paper_mse": PAPER_MSE.get(name), "paper_time": PAPER_TIME.get(name.split("_")[0])})

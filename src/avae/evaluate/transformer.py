@@ -32,7 +32,7 @@ from avae.report.provenance import provenance
 from avae.report.tables import write_csv
 from avae.report.transformer import SAMPLE_GRID, latent_scatter, panel_grid, panels
 from avae.train.loop import TrainConfig, fit, mean_and_sem, per_image_loss
-from avae.train.parallel import fit_in_processes
+from avae.train.parallel import finished, fit_in_processes
 
 # Thesis Table 1, all eleven rows: linear-SVM test accuracy (%) on raw pixels, PCA components and the
 # latent means (models trained on MNIST's training digits: 60,000 is our reading, the copy of the thesis we
@@ -251,7 +251,7 @@ def train_models(specs, train, val, out: Path, preset: TransformerPreset, seed: 
     two-thread process (benchmarks/results/parallel_training.md)."""
     out = Path(out)
     configs = {s: _train_config(s, preset, seed) for s in specs}
-    pending = [s for s in specs if not _finished(out / "models" / s.name, configs[s].epochs)]
+    pending = [s for s in specs if not finished(out / "models" / s.name, configs[s].epochs)]
     if jobs > 1 and len(pending) > 1:
         fit_in_processes([(s.model, s.config(), configs[s], out / "models" / s.name) for s in pending], train, val,
                          jobs, progress=progress, device=device)
@@ -264,13 +264,6 @@ def _train_config(spec: ModelSpec, preset: TransformerPreset, seed: int) -> Trai
     lr = {"adam": preset.lr, "adadelta": 1.0}[spec.optimizer]
     return TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=lr, lr_schedule=preset.lr_schedule,
                        weight_decay=0.0, seed=seed + spec.replicate, optimizer=spec.optimizer)
-
-
-def _finished(run_dir: Path, epochs: int) -> bool:
-    try:
-        return len(_history(run_dir)) >= epochs
-    except (OSError, ValueError, KeyError):
-        return False
 
 
 def error_terms(model, data, samples: int = 0, seed: int = 0) -> dict[str, torch.Tensor]:

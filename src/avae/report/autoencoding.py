@@ -162,10 +162,6 @@ def panel_tables(metrics: dict) -> dict[str, list[dict]]:
     return {"health": health, "self_consistency": consistency, "panel": panel}
 
 
-def _clean(row: dict, protocol: str = "A", task: str = "digit") -> float | None:
-    return row.get("clean", {}).get(f"{protocol} {task}")
-
-
 def _panel_cell(row: dict, protocol: str, task: str, eps: float) -> float | None:
     for a in row.get("attack_panel", []):
         if (a["protocol"], a["task"], a["epsilon"]) == (protocol, task, eps):
@@ -185,8 +181,8 @@ def panel_verdicts(metrics: dict) -> list[str]:
     for name, r in by.items():
         paper = r.get("paper_accuracy")
         if paper:
-            best = max((v for k, v in r["clean"].items() if k.endswith("digit")), default=None)
             which = max((k for k in r["clean"] if k.endswith("digit")), key=lambda k: r["clean"][k])
+            best = r["clean"][which]
             clean.append(f"{name} {best:.1f} % (probe {which.split()[0]}; slides {paper[0]:g}: "
                          + ("met" if best >= paper[0] - 1 else f"{best - paper[0]:+.1f} points") + ")")
     lines.append("**Clean digit accuracy** (the best probe of the panel, goal: within 1 point of the slides or above): "

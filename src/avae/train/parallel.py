@@ -6,6 +6,7 @@ on a 2-core CPU two one-thread processes train them about 1.2x as fast as one tw
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -24,6 +25,15 @@ def _fit_in_worker(model_name: str, model_config: dict, config: TrainConfig, run
     fit(model_name, model_config, _WORKER["train"], _WORKER["val"], config, run_dir, resume=True, progress=False,
         device=device)
     return str(run_dir)
+
+
+def finished(run_dir: Path, epochs: int) -> bool:
+    """Whether the run in ``run_dir`` has trained ``epochs`` epochs (its metrics.json history), so that a
+    re-run skips it; False when there is no readable run yet."""
+    try:
+        return len(json.loads((Path(run_dir) / "metrics.json").read_text())["history"]) >= epochs
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def fit_in_processes(runs: list[tuple[str, dict, TrainConfig, Path]], train, val, jobs: int, *, progress: bool = True,
@@ -47,4 +57,4 @@ def fit_in_processes(runs: list[tuple[str, dict, TrainConfig, Path]], train, val
                 shown.update(1)
 
 
-__all__ = ["fit_in_processes"]
+__all__ = ["fit_in_processes", "finished"]
