@@ -363,7 +363,7 @@ def test_reproduce_transformer_vae_end_to_end(mnist_test_dir, tmp_path, monkeypa
     assert main(["reproduce", "transformer-vae", "--data-dir", str(mnist_test_dir), "--out", str(out), "--quiet"]) == 0
     assert "report:" in capsys.readouterr().out
     for name in ("report.md", "metrics.json", "fig5_reconstruction_vs_latent.png", "fig6_7_samples.png",
-                 "fig9_samples_total30.png", "fig8_latent_scatter.png", "fig9_latent_walk.png", "fig10_prior_samples.png",
+                 "fig9_samples_total30.png", "fig8_latent_scatter.png", "fig7_latent_walk.png", "fig10_prior_samples.png",
                  "fig_reconstructions.png", "table1_svm.csv", "importance_sampling.csv", "priors.csv",
                  "reconstruction_vs_latent.csv", "sample_quality.csv", "optimizers.csv"):
         assert (out / name).is_file(), name
@@ -475,3 +475,38 @@ def test_jobs_is_refused_where_models_do_not_train_in_parallel(tmp_path, capsys)
     assert main(["reproduce", "affine-vae", "--jobs", "2", "--data-dir", str(tmp_path), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--jobs 2" in err[0] and not out.exists()
+
+
+def test_prior_pose_parts_reads_which_part_of_the_pose_a_prior_varies():
+    """A 6-dof prior spread only on the matrix's shear entry varies shear, not rotation; a 5-dof prior
+    spread only on psi varies the rotation by psi's s.d. (in degrees); no prior gives NaN."""
+    sheared = TransformerVAE(TransformerVAEConfig(latent=2, prior="diagonal"))
+    with torch.no_grad():
+        sheared.pose_latent.prior_logvar.fill_(-30.0)
+        sheared.pose_latent.prior_logvar[1] = 2 * math.log(0.2)  # row 0, column 1 of the 2x3 matrix
+    parts = experiments.prior_pose_parts(sheared)
+    assert parts["prior shear sd (deg)"] > 8.0 and parts["prior rotation sd (deg)"] < 0.5
+    turned = TransformerVAE(TransformerVAEConfig(latent=2, prior="diagonal", transformer="affine5"))
+    with torch.no_grad():
+        turned.pose_latent.prior_logvar.fill_(-30.0)
+        turned.pose_latent.prior_logvar[0] = 2 * math.log(0.2)  # psi, radians
+    parts = experiments.prior_pose_parts(turned)
+    assert parts["prior rotation sd (deg)"] == pytest.approx(math.degrees(0.2), rel=0.05)
+    assert parts["prior shear sd (deg)"] < 0.5
+    assert all(math.isnan(v) for v in experiments.prior_pose_parts(TransformerVAE(TransformerVAEConfig(latent=2))).values())
+
+
+def test_loss_reasons_name_under_fitting_and_over_fitting_from_the_training_error():
+    def row(model, series, nll, train, at_mean):
+        return {"model": model, "series": series, "total latent": 14, "dim z": 8, "nll": nll, "nll sem": 0.1,
+                "train nll": train, "nll at mean": at_mean}
+    vae = row("VAE", "VAE", 80.0, 78.0, 75.0)
+    under = row("affine TVAE", "affine TVAE, diagonal prior", 81.0, 79.0, 75.5)
+    over = row("affine TVAE", "affine TVAE", 81.0, 76.0, 77.0)
+    won = row("affine DTVAE", "affine DTVAE", 70.0, 69.0, 66.0)
+    text = experiments_report.loss_reasons([vae, under, over, won], [])
+    assert "affine TVAE, diagonal prior (z=8) at total 14: on the training digits 79.00 against the VAE's 78.00 " \
+           "(higher there too: it under-fits" in text
+    assert "affine TVAE (z=8) at total 14: on the training digits 76.00 against the VAE's 78.00 (lower there: it " \
+           "over-fits)" in text
+    assert "DTVAE" not in text and "costs it 5.50 nats over its posterior-mean error, the VAE 5.00" in text

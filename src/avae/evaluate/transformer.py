@@ -369,7 +369,30 @@ def pose_spread(model, images: torch.Tensor) -> dict[str, float]:
     corr = torch.corrcoef(poses.T)
     off_diagonal = corr[~torch.eye(len(corr), dtype=torch.bool)].abs().nan_to_num()
     return {"pose std": poses.std(0).mean().item(), "prior std": prior_std,
-            "max pose correlation": off_diagonal.max().item() if off_diagonal.numel() else float("nan")}
+            "max pose correlation": off_diagonal.max().item() if off_diagonal.numel() else float("nan"),
+            **prior_pose_parts(model)}
+
+
+@torch.no_grad()
+def prior_pose_parts(model, n: int = 10_000, seed: int = 0) -> dict[str, float]:
+    """What an affine model's prior on u varies, in words a reader can picture: the standard deviation
+    over ``n`` poses drawn from p(u) of the rotation and shear angles (degrees) and of the log-scales
+    of their sampling matrices, split as R(angle) Shear(shear) diag(sx, sy) (the thesis: the fitted
+    6-dof prior gives horizontally sheared digits, the 5-dof prior a noticeable variation in rotation).
+    NaN for the TPS and for models without a prior."""
+    from avae.transforms.poses import POSE_FAMILIES, wrap_angle
+
+    latent = model.pose_latent
+    names = ("prior rotation sd (deg)", "prior shear sd (deg)", "prior log-scale sd")
+    if latent.prior == "none" or model.transformer.name not in ("affine", "affine5"):
+        return dict.fromkeys(names, float("nan"))
+    u = latent.sample_prior(n, torch.Generator().manual_seed(seed))
+    matrix = model.transformer.matrix(u) if model.transformer.name == "affine5" else u.view(-1, 2, 3)
+    angle, shear, log_sx, log_sy = POSE_FAMILIES["affine"].params_from_matrix(matrix.double()).unbind(-1)
+    angle = wrap_angle(angle - torch.atan2(angle.sin().mean(), angle.cos().mean()))  # spread about the circular mean
+    return {"prior rotation sd (deg)": torch.rad2deg(angle).std().item(),
+            "prior shear sd (deg)": torch.rad2deg(shear).std().item(),
+            "prior log-scale sd": 0.5 * (log_sx.std() + log_sy.std()).item()}
 
 
 def svm_rows(features: dict[str, tuple[np.ndarray, np.ndarray]], y_train, y_test, *, folds: int = 9, seed: int = 0,
@@ -581,7 +604,7 @@ def write_figures(models: dict, preset, train, test, out, *, seed: int = 0) -> d
             canonical = models[s].decode(grid)
             walks[s.label] = canonical if s.kind == "vae" else models[s].transformer.pose(
                 canonical, training_pose(s).expand(len(grid), -1))
-        written["walk"] = panels(walks, out / "fig9_latent_walk.png", 10,
+        written["walk"] = panels(walks, out / "fig7_latent_walk.png", 10,
                                  title="2-D latent walk: z over the normal's 5-95 % quantiles, u at the mean pose").name
     return written
 

@@ -142,6 +142,37 @@ def _verdict_note(verdicts: list[dict]) -> str:
             + "; ".join(losses) + f" ({gain}).\n")
 
 
+def loss_reasons(rows: list[dict], convergence: list[dict]) -> str:
+    """For each Fig. 5 comparison not won, the measurements that say why: the model's error on its
+    training digits against the VAE's (higher there too: it under-fits; lower: it over-fits), how much
+    drawing the latents from q costs it beyond the posterior-mean error (the pose noise of a prior on
+    u) against the VAE's cost, and how much its validation error still fell over the last epochs."""
+    vae = {r["total latent"]: r for r in rows if r["model"] == "VAE"}
+    still = {(c["total latent"], c["model"]): c for c in convergence}
+    lines = []
+    for r in rows:
+        v = vae.get(r["total latent"])
+        if r["model"] == "VAE" or v is None or "train nll" not in r:
+            continue
+        verdict = error_difference(r, v, "VAE's error", "better")["better"]
+        if verdict == "yes":
+            continue
+        train_gap = r["train nll"] - v["train nll"]
+        noise, vae_noise = r["nll"] - r["nll at mean"], v["nll"] - v["nll at mean"]
+        c, cv = still.get((r["total latent"], r["series"])), still.get((r["total latent"], "VAE"))
+        trend = (f"; its validation error still fell {-c['change']:.2f} nats over the last {c['last epochs']} epochs "
+                 f"(the VAE's {-cv['change']:.2f})" if c and cv else "")
+        lines.append(
+            f"- {r['series']} (z={r['dim z']}) at total {r['total latent']}: on the training digits "
+            f"{r['train nll']:.2f} against the VAE's {v['train nll']:.2f} ("
+            + ("higher there too: it under-fits, not over-fits" if train_gap > 0 else "lower there: it over-fits")
+            + f"); drawing z and u from q costs it {noise:.2f} nats over its posterior-mean error, the VAE {vae_noise:.2f}"
+            + f" (at the posterior mean it is {r['nll at mean'] - v['nll at mean']:+.2f} from the VAE){trend}.")
+    if not lines:
+        return ""
+    return "Measured reasons for the comparisons not won:\n\n" + "\n".join(lines) + "\n"
+
+
 def prior_comparison(rows: list[dict]) -> list[dict]:
     """Each Fig. 5 model with a prior on u against the same model without one, at the same z."""
     plain = {(r["model"], r["dim z"]): r for r in rows if r["model"] != "VAE" and r["prior"] == "none"}
@@ -219,6 +250,15 @@ def _generalisation(rows: list[dict]) -> tuple[list[dict], str]:
             f"same total; on the test digits {on_test} of {len(pairs)} have the lower mean (before the 2 s.e. rule). "
             "Test minus training error: " + "; ".join(f"{min(g):.1f} to {max(g):.1f} nats for the {k}" for k, g in gap.items())
             + ".")
+    ends = []
+    for k in gap:
+        mine = sorted((r for r in rows if r["series"] == k), key=lambda r: r["total latent"])
+        if len(mine) > 1:
+            ends.append(f"{k} {mine[0]['nll'] - mine[0]['train nll']:+.2f} at {mine[0]['total latent']} -> "
+                        f"{mine[-1]['nll'] - mine[-1]['train nll']:+.2f} at {mine[-1]['total latent']}")
+    if ends:
+        note += (" As the latent grows (the thesis: \"little overfitting\"), test minus training error goes "
+                 + "; ".join(ends) + ".")
     if on_train > on_test:
         note += (" The pose pathway lets a transformer model fit its training set more closely than a VAE with the "
                  "same number of latents, and on this training set part of that fit does not carry over to new digits.")
@@ -343,7 +383,37 @@ def table1_comparison(rows: list[dict]) -> str:
             agree = f" (the same order in {same} of {n_runs} training runs)"
         lines.append(f"- Size {d}, order here: " + " > ".join(f"{k} ({named[k]['test accuracy']:.2f})" for k in order)
                      + agree + (". The thesis has affine DTVAE > affine TVAE > VAE at size 8." if d == 8 else "."))
+        sized = [r for r in rows if r["size"] == d and r["features"].split("(")[0] != "PCA"]
+        ours, theirs = (max(sized, key=lambda r: r[k] if r[k] != "-" else -1)["features"]
+                        for k in ("test accuracy", "thesis test accuracy"))
+        lines.append(f"- Size {d}, first of all models: {ours} here, {theirs} in the thesis.")
+    lines += _table1_sentences(by)
     return "\n".join(lines) + "\n"
+
+
+def _table1_sentences(by: dict) -> list[str]:
+    """The thesis's sentences about its Table 1, each with our numbers beside its own."""
+    def acc(name, key="test accuracy"):
+        return by[name][key] if name in by else None
+
+    def both(a, b, op):
+        ours, theirs = op(acc(a), acc(b)), op(acc(a, "thesis test accuracy"), acc(b, "thesis test accuracy"))
+        return ours, theirs
+
+    claims = (("VAE(20) close to PCA(20)", "VAE(20)", "PCA(20)", lambda a, b: a - b),
+              ("the affine DTVAE does not improve from 8 to 20", "affine DTVAE(20)", "affine DTVAE(8)", lambda a, b: a - b),
+              ("the TPS TVAE \"greatly benefits\" from 8 to 20", "TPS TVAE(20)", "TPS TVAE(8)", lambda a, b: a - b))
+    lines = []
+    for claim, a, b, op in claims:
+        if a in by and b in by:
+            ours, theirs = both(a, b, op)
+            lines.append(f"- The thesis: {claim}: {a} - {b} = {ours:+.2f} points here, {theirs:+.2f} in the thesis.")
+    if all(k in by for k in ("VAE(8)", "VAE(20)", "affine TVAE(8)", "affine TVAE(20)")):
+        gap = {d: both(f"affine TVAE({d})", f"VAE({d})", lambda a, b: a - b) for d in (8, 20)}
+        lines.append(f"- The thesis: the VAE-TVAE gap is wider at 20: affine TVAE - VAE {gap[8][0]:+.2f} at 8 and "
+                     f"{gap[20][0]:+.2f} at 20 here ({'wider' if gap[20][0] > gap[8][0] else 'not wider'}), "
+                     f"{gap[8][1]:+.2f} and {gap[20][1]:+.2f} in the thesis.")
+    return lines
 
 
 def _prior_note(rows: list[dict]) -> str:
@@ -387,6 +457,19 @@ def prior_claims(rows: list[dict]) -> str:
                          "poses, a smaller rank a good compromise): "
                          + "; ".join(f"rank {_dim_u(r)}: prior s.d. {r['prior std']:.3f}, error {_pm(r['nll'], r['nll sem'])}"
                                      for r in ranked) + ".")
+    six, five = by.get("tvae-affine-diagonal"), by.get("tvae-affine5-diagonal")
+    if six and five and "prior shear sd (deg)" in six:
+        lines.append(
+            "- What the fitted priors vary (the thesis: the 6-dof prior gives horizontally sheared digits, the 5-dof "
+            "prior a noticeable variation in rotation), s.d. over 10,000 poses drawn from each prior, its sampling "
+            "matrix split as rotation, shear and scales: 6-dof diagonal prior rotation "
+            f"{six['prior rotation sd (deg)']:.1f} deg, shear {six['prior shear sd (deg)']:.1f} deg; 5-dof diagonal "
+            f"prior rotation {five['prior rotation sd (deg)']:.1f} deg, shear {five['prior shear sd (deg)']:.1f} deg "
+            "(from unequal x- and y-scales). "
+            + ("The 6-dof prior varies shear the most and the 5-dof prior rotation, as the thesis says."
+               if six["prior shear sd (deg)"] > six["prior rotation sd (deg)"]
+               and five["prior rotation sd (deg)"] > six["prior rotation sd (deg)"] else
+               "Not the thesis's picture here."))
     none = by.get("tvae-affine")
     if none and "max pose correlation" in none:
         lines.append(f"- Correlations between pose components \"up to 30 %\" for the affine posterior: the largest "
@@ -473,6 +556,7 @@ def _report(m: dict) -> str:
         + f"{count['no']} worse:\n",
         markdown_table(verdicts),
         "\n" + _verdict_note(verdicts),
+        loss_reasons(fig5_rows, s.get("convergence", [])),
         thesis_scope(verdicts),
         best_totals(fig5_rows),
     ]
@@ -559,8 +643,10 @@ def _report(m: dict) -> str:
     if s.get("optimizers"):
         parts += _optimizers(s["optimizers"], test)
     if "scatter" in fig:
-        parts += ["## Fig. 8: 2-D content latents (z = 2 models)\n",
-                  f"![scatter]({fig['scatter']})\n", f"![walk]({fig['walk']})\n"]
+        parts += ["## Fig. 8 and Fig. 7's first row: 2-D content latents (z = 2 models)\n",
+                  f"![scatter]({fig['scatter']})\n",
+                  "The latent walk (the thesis's Fig. 7, first row: samples of the z = 2 models over a grid of z):\n",
+                  f"![walk]({fig['walk']})\n"]
     parts += [
         "## Where this differs from the thesis\n",
         (f"- Training data: {train['n_images']:,} MNIST training digits (the embedded set), not 60,000; "
