@@ -652,3 +652,23 @@ def test_variant_names_map_to_model_switches():
     assert standard.epochs * -(-55_000 // standard.batch_size) >= 102_000  # the released code's steps
     for variant in standard.variants:
         AutoencodingVAEConfig(**variant_config(variant)).validate()
+
+
+def test_conv_preset_trains_every_variant_on_the_conv_nets_and_says_so(colored):
+    """The `conv` preset is the standard one with the conv nets: every variant's config names them, a
+    published-SE training step on them gives finite per-sample terms, and the report's setting paragraph
+    names the nets it ran."""
+    from avae.evaluate.autoencoding import PRESETS, model_config
+    from avae.report.autoencoding import _setting
+
+    conv, standard = PRESETS["conv"], PRESETS["standard"]
+    assert conv.variants == standard.variants and conv.train_data == "full" and conv.regime == "recolor"
+    assert all(model_config(conv, v)["net"] == "conv" for v in conv.variants)
+    model = AutoencodingVAE(AutoencodingVAEConfig(**{**model_config(conv, "SE-AVAE_0.2"), "latent": 8, "se_steps": 2}))
+    model.train()
+    out = model.loss(colored.images[:8])
+    assert out["loss"].shape == (8,) and torch.isfinite(out["loss"]).all()
+    meta = {"preset": {**vars(conv), "name": "conv"}, "seed": 0, "train_data": {"n_images": 55000, "data": "mnist"},
+            "validation_data": {"n_images": 5000}, "test_data": {"n_images": 2000, "source": "t10k"}}
+    assert "conv nets" in _setting(meta) and "4 x 200" not in _setting(meta)
+    assert "4 x 200" in _setting({**meta, "preset": {**vars(standard)}})

@@ -528,10 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="reproduce a paper's experiments: affine-vae, autoencoding-vae, transformer-vae")
     p.add_argument("paper", choices=["affine-vae", "autoencoding-vae", "transformer-vae"])
-    p.add_argument("--preset", choices=["quick", "standard", "embedded", "paper"], default="quick",
+    p.add_argument("--preset", choices=["quick", "standard", "conv", "embedded", "paper"], default="quick",
                    help="quick: smoke test on the embedded digits (<15 min on 2 cores); standard: full MNIST, "
-                        "hours on 2 cores, resumable; embedded: autoencoding-vae's earlier run on the 4,500 "
-                        "embedded digits; paper: the paper's settings (GPU)")
+                        "hours on 2 cores, resumable; conv: autoencoding-vae's standard with the conv nets; "
+                        "embedded: autoencoding-vae's earlier run on the 4,500 embedded digits; paper: the "
+                        "paper's settings (GPU)")
     p.add_argument("--data", choices=["mnist", "mnist-full"], default="mnist",
                    help="mnist (default): the IDX folder --data-dir; mnist-full: download full MNIST (checksummed)")
     p.add_argument("--data-dir", default=None,

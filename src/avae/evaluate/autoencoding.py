@@ -115,6 +115,16 @@ PRESETS = {
                                    regime="recolor", panel=True, probe_images=10_000,
                                    variants=("VAE", "AVAE", "SE_0.1", "SE_0.2", "SE-AVAE_0.1", "SE-AVAE_0.2",
                                              "AVAE" + SAMPLED)),
+    # The standard preset with the library's conv nets (batch norm; the paper's appendix used conv nets with
+    # batch norm, per a reviewer: the released code has only the MLPs) for 24 epochs = 20,616 steps, a fifth
+    # of the released run: at these settings the VAE reaches 92.9 % clean (the MLP's 79.0 %;
+    # docs/results/autoencoding-vae/health), and a conv epoch costs about 4.5 MLP epochs on the CPU
+    "conv": AutoencodingPreset("conv", train_images=None, epochs=24, post_steps=2000, test_images=2000,
+                               attack_steps=20, attack_step_fraction=0.125, art_images=500, fd_samples=2000,
+                               chain_images=1000, chain_steps=20, classifier_epochs=8, train_data="full",
+                               regime="recolor", panel=True, probe_images=10_000, net="conv",
+                               variants=("VAE", "AVAE", "SE_0.1", "SE_0.2", "SE-AVAE_0.1", "SE-AVAE_0.2",
+                                         "AVAE" + SAMPLED)),
     # The earlier standard preset (the report committed before the full-MNIST re-run): the 4,500 embedded
     # training digits coloured once, Adam lr 1e-3 for 60 epochs, SE with a 2-step plain-W2 penalty
     "embedded": AutoencodingPreset("embedded", train_images=None, epochs=60, post_steps=2000, test_images=2000,

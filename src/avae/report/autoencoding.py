@@ -319,8 +319,11 @@ def _setting(metrics: dict) -> str:
     return (f"Setting: preset `{p['name']}`, seed {metrics['seed']}. Training: {train['n_images']:,} MNIST training "
             f"digits (`{train['data']}`, 28 x 28), {colours}; validation {metrics['validation_data']['n_images']:,}. "
             f"Test: {test['n_images']:,} ColorMNIST digits built from the real MNIST test set (`{test['source']}`). "
-            f"Every model: the released code's MLPs (encoder and decoder 4 x 200 ReLU, sigmoid output), latent "
-            f"{p['latent']}, Gaussian likelihood with variance 0.5, Adam lr {p['lr']:g}, batch {p['batch_size']}, "
+            + ("Every model: the library's conv nets (`avae.nets.conv`: strided convolutions with batch norm and ELU, "
+               "sigmoid output; the released code has only MLPs, the paper's appendix conv nets with batch norm), latent "
+               if p.get("net") == "conv" else
+               "Every model: the released code's MLPs (encoder and decoder 4 x 200 ReLU, sigmoid output), latent ")
+            + f"{p['latent']}, Gaussian likelihood with variance 0.5, Adam lr {p['lr']:g}, batch {p['batch_size']}, "
             f"no weight decay, {p['epochs']} epochs through the one training loop. AVAE: rho = {p['rho']}. {se} "
             f"VAE+AVAE post: the trained VAE's encoder fine-tuned with the AVAE terms for {p['post_steps']} steps on "
             f"batches of {p['batch_size']} fresh samples of the VAE (decoder means of z ~ N(0, I)), no training data; "
