@@ -116,7 +116,7 @@ PRESETS = {
                                    variants=("VAE", "AVAE", "SE_0.1", "SE_0.2", "SE-AVAE_0.1", "SE-AVAE_0.2",
                                              "AVAE" + SAMPLED)),
     # The standard preset with the library's conv nets (batch norm; the paper's appendix used conv nets with
-    # batch norm, per a reviewer: the released code has only the MLPs) for 24 epochs = 20,616 steps, a fifth
+    # batch norm, per a reviewer: the released code has only the MLPs) for 24 epochs = 20,640 steps, a fifth
     # of the released run: at these settings the VAE reaches 92.9 % clean (the MLP's 79.0 %;
     # docs/results/autoencoding-vae/health), and a conv epoch costs about 4.5 MLP epochs on the CPU
     "conv": AutoencodingPreset("conv", train_images=None, epochs=24, post_steps=2000, test_images=2000,
