@@ -406,10 +406,14 @@ def test_reproduce_tiny_preset_end_to_end(mnist_test_dir, tmp_path):
     assert "**Calibration with SE**" in report and "**The slides' headline**" in report and "slides' cost" in report
     assert (tmp_path / "iterated_reconstruction.png").stat().st_size > 0
     assert (tmp_path / "robustness_vs_epsilon.png").stat().st_size > 0 and "robustness_vs_epsilon.png" in report
-    # a second run reuses every model
+    # a second run reuses every model and every model's evaluation
     before = (tmp_path / "models" / "VAE" / "checkpoint.pt").stat().st_mtime_ns
+    kept = (tmp_path / "evaluation" / "SE_0.2.json").stat().st_mtime_ns
     reproduce_autoencoding_vae(preset, tmp_path, data_dir=mnist_test_dir, progress=False)
     assert (tmp_path / "models" / "VAE" / "checkpoint.pt").stat().st_mtime_ns == before
+    assert (tmp_path / "evaluation" / "SE_0.2.json").stat().st_mtime_ns == kept
+    again = json.loads((tmp_path / "metrics.json").read_text())
+    assert [r["attack_panel"] for r in again["rows"]] == [r["attack_panel"] for r in metrics["rows"]]
 
 
 def test_attack_curves_merge_both_attack_sets_by_epsilon(tmp_path):
@@ -672,3 +676,32 @@ def test_conv_preset_trains_every_variant_on_the_conv_nets_and_says_so(colored):
             "validation_data": {"n_images": 5000}, "test_data": {"n_images": 2000, "source": "t10k"}}
     assert "conv nets" in _setting(meta) and "4 x 200" not in _setting(meta)
     assert "4 x 200" in _setting({**meta, "preset": {**vars(standard)}})
+
+
+def test_an_evaluation_is_computed_once_per_weights_and_redone_when_they_change(tmp_path):
+    """The standard report's per-model evaluation resumes: kept beside the run, reused while the weights
+    file, preset and seed are unchanged, recomputed when the weights are rewritten (names with dots too)."""
+    import os
+
+    from avae.evaluate.autoencoding import PRESETS, evaluated_once
+
+    weights = tmp_path / "models" / "SE_0.2" / "checkpoint.pt"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"weights")
+    calls = []
+
+    def evaluate():
+        calls.append(1)
+        return {"model": "SE_0.2", "accuracy": 0.5 * len(calls)}, torch.full((2, 1, 3, 28, 28), float(len(calls)))
+
+    stem = tmp_path / "evaluation" / "SE_0.2"
+    first = evaluated_once(stem, weights, PRESETS["quick"], 0, evaluate)
+    again = evaluated_once(stem, weights, PRESETS["quick"], 0, evaluate)
+    assert len(calls) == 1 and again[0] == first[0] and torch.equal(again[1], first[1])
+    assert (tmp_path / "evaluation" / "SE_0.2.json").exists()
+    evaluated_once(stem, weights, PRESETS["quick"], 1, evaluate)  # another seed
+    assert len(calls) == 2
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # retrained
+    row, figure = evaluated_once(stem, weights, PRESETS["quick"], 1, evaluate)
+    assert len(calls) == 3 and row["accuracy"] == 1.5 and figure[0, 0, 0, 0, 0].item() == 3.0
