@@ -152,6 +152,11 @@ def model_config(preset: AutoencodingPreset, variant: str) -> dict:
             "se_objective": preset.se_objective, **variant_config(variant)}
 
 
+def model_dir(out: Path, name: str) -> Path:
+    """Where a report's model ``name`` is kept (the post-processed VAE's folder name has no spaces)."""
+    return out / "models" / ("VAE-avae-post" if name == POST else name)
+
+
 def train_models(preset, train, val, out: Path, *, seed: int = 0, progress: bool = True,
                  device: str = "cpu", jobs: int = 1) -> tuple[dict, dict]:
     """Train (or reuse) every model; returns ({name: model}, {name: training seconds}). Under the
@@ -170,7 +175,7 @@ def train_models(preset, train, val, out: Path, *, seed: int = 0, progress: bool
         models[variant] = fit("autoencoding-vae", model_config(preset, variant), train, val, config, run,
                               resume=True, progress=progress, device=device)
         seconds[variant] = training_seconds(run)
-    post_run = out / "models" / "VAE-avae-post"
+    post_run = model_dir(out, POST)
     post_file = post_run / checkpoint.FILENAME
     payload = checkpoint.read(post_file) if post_file.exists() else {}
     if (payload.get("base_epochs"), payload.get("post_steps")) == (preset.epochs, preset.post_steps):
@@ -556,8 +561,8 @@ def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_di
                      "self_consistency": consistency["rows"], "attack_panel": panel},
                     consistency["chain"][:, :CHAIN_SHOWN])
 
-        run = out / "models" / ("VAE-avae-post" if name == POST else name)
-        row, chains[name] = evaluated_once(out / "evaluation" / name, run / checkpoint.FILENAME, preset, seed, evaluate)
+        row, chains[name] = evaluated_once(out / "evaluation" / name, model_dir(out, name) / checkpoint.FILENAME,
+                                           preset, seed, evaluate)
         rows.append({**row, "training_seconds": seconds[name], "time_vs_vae": seconds[name] / seconds["VAE"],
                      "step_seconds": cost[name], "step_cost_vs_vae": cost[name] / cost["VAE"],
                      "paper_accuracy": PAPER_ACCURACY.get(name), "paper_color_accuracy": PAPER_COLOR_ACCURACY.get(name),

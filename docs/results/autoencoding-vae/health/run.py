@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 import avae
+from avae.attacks import EncoderClassifier, accuracy
 from avae.evaluate.autoencoding import (PRESETS, datasets, encoder_means, health, linear_probe, model_config,
                                         training_seconds)
 from avae.io import write_json, write_text
@@ -58,7 +59,7 @@ def slug(name: str) -> str:
 def measurements(model, run: Path, test, probe_digits) -> dict:
     """The report's health numbers and clean linear-probe accuracy of one trained model."""
     head = linear_probe(encoder_means(model, probe_digits.images), probe_digits.labels)
-    clean = (head(encoder_means(model, test.images)).argmax(1) == test.labels).float().mean().item()
+    clean = accuracy(EncoderClassifier(model, head), test.images, test.labels).mean().item()
     h = health(model, test)
     return {"kl": h["latent"]["kl"]["mean"], "active dims": h["latent"]["active_dims"],
             "mse 0-255": h["mse_0_255"]["mean"], "summed squared error": h["summed_squared_error"]["mean"],
