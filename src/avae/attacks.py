@@ -81,12 +81,17 @@ class DecodedClassifier(nn.Module):
         return self.head(self.model.decode(self.model.encode(x)[0]).flatten(1))
 
 
+# Images per attack batch: on one CPU thread a conv encoder's input gradient costs 0.95 ms per image and
+# step at batch 50, 1.2 ms at 200 and 1.9 ms at 400 (cache); the MLPs' cost is flat from 100 to 1,000.
+ATTACK_BATCH = 100
+
+
 def _batched(fn, *tensors, batch_size: int):
     return torch.cat([fn(*(t[s:s + batch_size] for t in tensors)) for s in range(0, len(tensors[0]), batch_size)])
 
 
 def attack_classifier(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, epsilon: float, *,
-                      steps: int, step_size: float, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
+                      steps: int, step_size: float, seed: int = 0, batch_size: int = ATTACK_BATCH) -> torch.Tensor:
     """PGD against ``classifier`` (pixels -> logits) within the epsilon ball, run twice from
     different random starts: once ascending the margin (best wrong logit minus true, Carlini &
     Wagner's loss), once the cross-entropy (as ART and most libraries); each image keeps the iterate
@@ -115,7 +120,7 @@ def attack_classifier(classifier: nn.Module, images: torch.Tensor, labels: torch
 
 
 def fgsm(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, epsilon: float, *,
-         batch_size: int = 1000) -> torch.Tensor:
+         batch_size: int = ATTACK_BATCH) -> torch.Tensor:
     """The fast gradient sign method (Goodfellow et al. 2015): one step of size ``epsilon`` along the
     sign of the cross-entropy's gradient from the clean image, clipped to [0, 1]; an image keeps its
     clean version where that scores a higher margin. A weak attack, reported beside PGD to show how
@@ -140,7 +145,7 @@ REPRESENTATION_OBJECTIVES = ("mean", "w2")
 
 
 def attack_representation(model, images: torch.Tensor, epsilon: float, *, steps: int, step_size: float,
-                          seed: int = 0, batch_size: int = 1000, objective: str = "mean") -> torch.Tensor:
+                          seed: int = 0, batch_size: int = ATTACK_BATCH, objective: str = "mean") -> torch.Tensor:
     """PGD on the representation alone, no classifier: ``objective="mean"`` maximises |mu(x_adv) - mu(x)|^2,
     the squared distance between the clean and attacked latent means; ``"w2"`` the squared 2-Wasserstein
     distance between the posteriors q(z|x) and q(z|x_adv) (means and standard deviations). Returns the

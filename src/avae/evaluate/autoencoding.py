@@ -118,8 +118,10 @@ PRESETS = {
     # The standard preset with the library's conv nets (batch norm; the paper's appendix used conv nets with
     # batch norm, per a reviewer: the released code has only the MLPs) for 24 epochs = 20,640 steps, a fifth
     # of the released run: at these settings the VAE reaches 92.9 % clean (the MLP's 79.0 %;
-    # docs/results/autoencoding-vae/health), and a conv epoch costs about 4.5 MLP epochs on the CPU
-    "conv": AutoencodingPreset("conv", train_images=None, epochs=24, post_steps=2000, test_images=2000,
+    # docs/results/autoencoding-vae/health), and a conv epoch costs about 4.5 MLP epochs on the CPU. 1,000 test
+    # digits are attacked (s.e. <= 1.6 points): a conv model's input gradient costs ~10x the MLP's, and the
+    # panel's ~45 PGD runs take about half an hour per model on one core at 1,000
+    "conv": AutoencodingPreset("conv", train_images=None, epochs=24, post_steps=2000, test_images=1000,
                                attack_steps=20, attack_step_fraction=0.125, art_images=500, fd_samples=2000,
                                chain_images=1000, chain_steps=20, classifier_epochs=8, train_data="full",
                                regime="recolor", panel=True, probe_images=10_000, net="conv",
@@ -526,6 +528,48 @@ def evaluated_once(stem: Path, weights: Path, preset, seed: int, evaluate) -> tu
     return row, figure
 
 
+@dataclass
+class EvaluationInputs:
+    """What every model of a report is scored against (:func:`evaluation_inputs`)."""
+    net: MNISTNet  # trained on the real coloured training digits: FD-MNISTnet's features, the chains' labels
+    probe_train: object  # ColorMNIST training digits the probes are fitted on
+    test: object  # ColorMNIST test digits attacked
+    fd_images: torch.Tensor  # test digits of the FD reference
+    fd_reference: torch.Tensor  # their MNISTnet features
+    chain_images: torch.Tensor  # test digits of the self-consistency measure
+    passes: tuple[int, ...]  # its passes reported
+
+
+def evaluation_inputs(preset: AutoencodingPreset, train, test, out: Path, seed: int = 0) -> EvaluationInputs:
+    """The report's shared evaluation inputs, seeded; MNISTnet is trained once into ``out``/models."""
+    net = mnistnet(train, out / "models" / "mnistnet.pt", epochs=preset.classifier_epochs, seed=seed)
+    fd_images = test.take(preset.fd_samples, seed).images
+    return EvaluationInputs(net=net, probe_train=train.take(preset.probe_images, seed) if preset.probe_images else train,
+                            test=test, fd_images=fd_images, fd_reference=net_features(net, fd_images),
+                            chain_images=test.take(preset.chain_images, seed).images,
+                            passes=tuple(t for t in SELF_CONSISTENCY_PASSES if t <= preset.chain_steps)
+                            or (preset.chain_steps,))
+
+
+def evaluate_model(name: str, model, inputs: EvaluationInputs, preset: AutoencodingPreset,
+                   seed: int = 0) -> tuple[dict, torch.Tensor]:
+    """One model's evaluation: probes and pixel attacks (:func:`robustness`), health, FD-MNISTnet of its
+    samples, self-consistency and (``preset.panel``) the attack panel; returns (row, the first
+    :data:`CHAIN_SHOWN` digits' iterated reconstructions). Models are independent: a second process
+    may evaluate another model of the same run (:func:`evaluated_once` keeps each)."""
+    r = robustness(model, inputs.probe_train, inputs.test, preset, seed=seed)
+    torch.manual_seed(seed)
+    samples = model.sample(preset.fd_samples, generator=torch.Generator().manual_seed(seed))
+    consistency = self_consistency(model, inputs.chain_images, inputs.net, passes=inputs.passes, seed=seed)
+    panel = (attack_panel(model, inputs.probe_train, inputs.test, steps=preset.attack_steps,
+                          step_fraction=preset.attack_step_fraction, seed=seed) if preset.panel else [])
+    return ({"model": name, **r, **health(model, inputs.test, panel),
+             "fd_mnistnet": frechet_distance(net_features(inputs.net, samples), inputs.fd_reference),
+             "chain_label_kept": consistency["label_kept"],
+             "self_consistency": consistency["rows"], "attack_panel": panel},
+            consistency["chain"][:, :CHAIN_SHOWN])
+
+
 def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_dir, seed: int = 0,
                                progress: bool = True, data: str = "mnist", device: str = "cpu", jobs: int = 1) -> dict:
     """Train every model (``jobs`` at a time), evaluate it, write metrics.json, CSVs, figures and report.md
@@ -537,40 +581,22 @@ def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_di
     train, val, test, grey = datasets(preset, data_dir, seed, data)
     models, seconds = train_models(preset, grey if preset.regime == "recolor" else train, val, out, seed=seed,
                                    progress=progress, device=device, jobs=jobs)
-    net = mnistnet(train, out / "models" / "mnistnet.pt", epochs=preset.classifier_epochs, seed=seed)
-    test_net_accuracy = _pct(accuracy(net, test.images, test.labels))
-    probe_train = train.take(preset.probe_images, seed) if preset.probe_images else train
-    baselines = pixel_baselines(probe_train, test, seed)
-    fd_test = test.take(preset.fd_samples, seed)
-    fd_reference = net_features(net, fd_test.images)
-    chain_images = test.take(preset.chain_images, seed).images
-    passes = tuple(t for t in SELF_CONSISTENCY_PASSES if t <= preset.chain_steps) or (preset.chain_steps,)
+    inputs = evaluation_inputs(preset, train, test, out, seed)
+    test_net_accuracy = _pct(accuracy(inputs.net, test.images, test.labels))
+    baselines = pixel_baselines(inputs.probe_train, test, seed)
     cost = step_cost(preset, train.images, seed=seed)
     cost[POST] = cost["VAE"]  # trained as the VAE; its post-processing time is in its training time
     rows, chains = [], {}
     for name, model in models.items():
-        def evaluate() -> tuple[dict, torch.Tensor]:
-            r = robustness(model, probe_train, test, preset, seed=seed)
-            torch.manual_seed(seed)
-            samples = model.sample(preset.fd_samples, generator=torch.Generator().manual_seed(seed))
-            consistency = self_consistency(model, chain_images, net, passes=passes, seed=seed)
-            panel = (attack_panel(model, probe_train, test, steps=preset.attack_steps,
-                                  step_fraction=preset.attack_step_fraction, seed=seed) if preset.panel else [])
-            return ({"model": name, **r, **health(model, test, panel),
-                     "fd_mnistnet": frechet_distance(net_features(net, samples), fd_reference),
-                     "chain_label_kept": consistency["label_kept"],
-                     "self_consistency": consistency["rows"], "attack_panel": panel},
-                    consistency["chain"][:, :CHAIN_SHOWN])
-
         row, chains[name] = evaluated_once(out / "evaluation" / name, model_dir(out, name) / checkpoint.FILENAME,
-                                           preset, seed, evaluate)
+                                           preset, seed, lambda: evaluate_model(name, model, inputs, preset, seed))
         rows.append({**row, "training_seconds": seconds[name], "time_vs_vae": seconds[name] / seconds["VAE"],
                      "step_seconds": cost[name], "step_cost_vs_vae": cost[name] / cost["VAE"],
                      "paper_accuracy": PAPER_ACCURACY.get(name), "paper_color_accuracy": PAPER_COLOR_ACCURACY.get(name),
                      "paper_mse": PAPER_MSE.get(name), "paper_time": PAPER_TIME.get(name.split("_")[0])})
     meta = {**provenance(), "preset": asdict(preset), "seed": seed, "train_data": train.describe(),
-            "validation_data": val.describe(), "test_data": test.describe(), "probe_images": len(probe_train),
-            "mnistnet_test_accuracy": test_net_accuracy, "probe_baselines": baselines, "fd_images": len(fd_test),
+            "validation_data": val.describe(), "test_data": test.describe(), "probe_images": len(inputs.probe_train),
+            "mnistnet_test_accuracy": test_net_accuracy, "probe_baselines": baselines, "fd_images": len(inputs.fd_images),
             "art": art_available(), "protocols": PROTOCOLS if preset.panel else {},
             "command_seconds": time.perf_counter() - began}  # this run, training included when it trained
     write_json(out / "metrics.json", {**meta, "rows": rows})
@@ -580,7 +606,7 @@ def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_di
     return {"rows": rows}
 
 
-__all__ = ["AutoencodingPreset", "PRESETS", "variant_config", "health", "reproduce_autoencoding_vae", "linear_probe", "pixel_baselines",
+__all__ = ["AutoencodingPreset", "PRESETS", "EvaluationInputs", "evaluation_inputs", "evaluate_model", "variant_config", "health", "reproduce_autoencoding_vae", "linear_probe", "pixel_baselines",
            "latent_usage", "robustness",
            "reconstruction_chain", "label_kept", "self_consistency", "read_colors", "datasets", "train_models",
            "attack_panel", "panel_probes", "posterior_samples", "decoded_means", "PROTOCOLS", "PANEL_EPSILONS"]
