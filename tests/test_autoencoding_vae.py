@@ -414,6 +414,14 @@ def test_reproduce_tiny_preset_end_to_end(mnist_test_dir, tmp_path):
     assert (tmp_path / "evaluation" / "SE_0.2.json").stat().st_mtime_ns == kept
     again = json.loads((tmp_path / "metrics.json").read_text())
     assert [r["attack_panel"] for r in again["rows"]] == [r["attack_panel"] for r in metrics["rows"]]
+    # a model added to the preset and not trained: --finished-only reports the others, reusing their evaluations
+    more = replace(preset, variants=preset.variants + ("AVAE-sampled",))
+    reproduce_autoencoding_vae(more, tmp_path, data_dir=mnist_test_dir, progress=False, finished_only=True)
+    partial = json.loads((tmp_path / "metrics.json").read_text())
+    assert partial["pending_models"] == ["AVAE-sampled"] and not (tmp_path / "models" / "AVAE-sampled").exists()
+    assert [r["attack_panel"] for r in partial["rows"]] == [r["attack_panel"] for r in metrics["rows"]]
+    assert (tmp_path / "evaluation" / "SE_0.2.json").stat().st_mtime_ns == kept
+    assert "**Partial report**" in (tmp_path / "report.md").read_text()
 
 
 def test_attack_curves_merge_both_attack_sets_by_epsilon(tmp_path):
@@ -443,6 +451,20 @@ def test_cli_rejects_a_preset_the_experiment_lacks(mnist_test_dir, tmp_path, cap
                  "--out", str(tmp_path / "out"), "--quiet"])
     assert code == 2 and "presets quick, standard" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_finished_only_names_what_is_missing_and_only_for_autoencoding(mnist_test_dir, tmp_path, capsys):
+    """--finished-only reports a run while it trains: with no VAE trained yet it says so in one line (and
+    trains nothing); the other papers reject the flag before making --out."""
+    from avae.cli import main
+
+    args = ["--preset", "quick", "--data-dir", str(mnist_test_dir), "--quiet", "--finished-only"]
+    code = main(["reproduce", "transformer-vae", *args, "--out", str(tmp_path / "t")])
+    assert code == 2 and "only autoencoding-vae" in capsys.readouterr().err and not (tmp_path / "t").exists()
+    code = main(["reproduce", "autoencoding-vae", *args, "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert code == 2 and "VAE and AVAE not trained for 3 epochs" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "a" / "models").exists()
 
 
 def test_conv_option_gives_per_sample_terms(colored):

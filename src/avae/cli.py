@@ -405,7 +405,11 @@ def cmd_reproduce(args) -> None:
     if args.jobs < 1 or (args.jobs > 1 and args.paper == "affine-vae"):
         raise AvaeError(f"--jobs {args.jobs}: expected 1, or more for transformer-vae and autoencoding-vae (whose "
                         "small dense models train in parallel processes)")
+    if args.finished_only and args.paper != "autoencoding-vae":
+        raise AvaeError(f"--finished-only: only autoencoding-vae reports a run while it trains, not {args.paper}")
     extra = {"jobs": args.jobs} if args.paper != "affine-vae" else {}
+    if args.finished_only:
+        extra["finished_only"] = True
     out = prepare_out(args.out)
     show(getattr(module, function)(preset, out, data_dir=data_dir, seed=args.seed, progress=not args.quiet,
                                    data=args.data, device=args.device, **extra))
@@ -545,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="transformer-vae and autoencoding-vae: train this many models at a time in separate processes, "
                         "sharing --threads (default 1; 2 on a 2-core CPU trains the transformer report's small dense "
                         "nets 1.2x as fast: benchmarks/results/parallel_training.md)")
+    p.add_argument("--finished-only", action="store_true",
+                   help="autoencoding-vae: train nothing; evaluate and report the models already trained (the VAE "
+                        "and AVAE at least), naming the rest as pending; their evaluations are kept for the full run")
     _add_common(p)
     p.set_defaults(func=cmd_reproduce)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -571,13 +571,25 @@ def evaluate_model(name: str, model, inputs: EvaluationInputs, preset: Autoencod
 
 
 def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_dir, seed: int = 0,
-                               progress: bool = True, data: str = "mnist", device: str = "cpu", jobs: int = 1) -> dict:
+                               progress: bool = True, data: str = "mnist", device: str = "cpu", jobs: int = 1,
+                               finished_only: bool = False) -> dict:
     """Train every model (``jobs`` at a time), evaluate it, write metrics.json, CSVs, figures and report.md
-    into ``out``."""
+    into ``out``. ``finished_only``: train nothing; evaluate and report the models whose training has finished
+    (the VAE and the AVAE at least), listing the others as pending: a report of a run that spans sessions,
+    while it trains (each model's evaluation is kept and reused by the full run)."""
     from avae.report import autoencoding as report
 
     out = Path(out)
     began = time.perf_counter()
+    pending = ()
+    if finished_only:
+        done = tuple(v for v in preset.variants if finished(out / "models" / v, preset.epochs))
+        missing = [v for v in ("VAE", "AVAE") if v not in done]
+        if missing:
+            raise AvaeError(f"{out / 'models'}: --finished-only reports finished models, and the VAE and the AVAE "
+                            f"must be among them ({' and '.join(missing)} not trained for {preset.epochs} epochs yet)")
+        pending = tuple(v for v in preset.variants if v not in done)
+        preset = replace(preset, variants=done)
     train, val, test, grey = datasets(preset, data_dir, seed, data)
     models, seconds = train_models(preset, grey if preset.regime == "recolor" else train, val, out, seed=seed,
                                    progress=progress, device=device, jobs=jobs)
@@ -598,6 +610,7 @@ def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_di
             "validation_data": val.describe(), "test_data": test.describe(), "probe_images": len(inputs.probe_train),
             "mnistnet_test_accuracy": test_net_accuracy, "probe_baselines": baselines, "fd_images": len(inputs.fd_images),
             "art": art_available(), "protocols": PROTOCOLS if preset.panel else {},
+            "pending_models": list(pending),  # not trained yet (a --finished-only report)
             "command_seconds": time.perf_counter() - began}  # this run, training included when it trained
     write_json(out / "metrics.json", {**meta, "rows": rows})
     report.chain_figure({k: chains[k] for k in ("VAE", "AVAE")}, out / "iterated_reconstruction.png", shown=CHAIN_SHOWN,
