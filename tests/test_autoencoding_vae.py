@@ -338,14 +338,20 @@ def test_trains_through_the_one_loop_and_reloads(colored, tmp_path):
     assert torch.allclose(loaded.loss(x, sample=False)["loss"], model.loss(x, sample=False)["loss"])
 
 
-def test_post_processing_fine_tunes_the_encoder_only():
-    model = small_model()
+@pytest.mark.parametrize("net", ["mlp", "conv"])
+def test_post_processing_fine_tunes_the_encoder_only(net):
+    """The encoder's weights move; the decoder's state, batch-norm statistics included, and the encoder's
+    batch-norm statistics (those of the training data) stay."""
+    model = small_model(net=net)
     decoder = {k: v.clone() for k, v in model.decoder.state_dict().items()}
     encoder = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     post_process_encoder(model, steps=3, batch_size=8, lr=1e-3)
     assert model.config.avae and not model.training
     assert all(torch.equal(decoder[k], v) for k, v in model.decoder.state_dict().items())
     assert any(not torch.equal(encoder[k], v) for k, v in model.encoder.state_dict().items())
+    statistics = [k for k in encoder if "running" in k]
+    assert bool(statistics) == (net == "conv")
+    assert all(torch.equal(encoder[k], model.encoder.state_dict()[k]) for k in statistics)
     assert all(p.requires_grad for p in model.parameters())
 
 

@@ -44,6 +44,7 @@ PAPER_COLOR_ACCURACY = {"VAE": (19.9, 2.0), "AVAE": (99.8, 87.7)}
 PAPER_MSE = {"VAE": 1369.2, "AVAE": 1371.9}
 PAPER_TIME = {"AVAE": 1.5, "SE": 4.0, "SE-AVAE": 4.7}  # the slides' training cost relative to the VAE's
 POST = "VAE+AVAE post"
+POST_BATCH_NORM = "training statistics"  # how post_process_encoder treats batch norm (recorded in its checkpoint)
 EPSILONS = (0.0, 0.1, 0.2)
 # Smaller radii, attacked on the ART subset: where each model's accuracy starts to fall.
 SMALL_EPSILONS = (0.02, 0.05)
@@ -180,16 +181,19 @@ def train_models(preset, train, val, out: Path, *, seed: int = 0, progress: bool
     post_run = model_dir(out, POST)
     post_file = post_run / checkpoint.FILENAME
     payload = checkpoint.read(post_file) if post_file.exists() else {}
-    if (payload.get("base_epochs"), payload.get("post_steps")) == (preset.epochs, preset.post_steps):
+    # made from this VAE's epochs, with this many steps, and with batch norm kept at the training data's statistics
+    # (post-processing before that fix updated them on the model's samples, which broke the conv nets)
+    if (payload.get("base_epochs"), payload.get("post_steps"), payload.get("batch_norm")) == (
+            preset.epochs, preset.post_steps, POST_BATCH_NORM):
         models[POST], post_seconds = checkpoint.model_from_payload(payload), payload["post_seconds"]
-    else:  # none yet, or made from a VAE trained for another number of epochs
+    else:  # none yet, or made otherwise
         model = checkpoint.load(out / "models" / "VAE" / checkpoint.FILENAME)
         began = time.perf_counter()
         models[POST] = post_process_encoder(model, preset.post_steps, batch_size=preset.batch_size, lr=preset.lr,
                                             seed=seed, progress=progress)
         post_seconds = time.perf_counter() - began
         checkpoint.save(models[POST], post_file, post_seconds=post_seconds, post_steps=preset.post_steps,
-                        base=str(out / "models" / "VAE"), base_epochs=preset.epochs)
+                        base=str(out / "models" / "VAE"), base_epochs=preset.epochs, batch_norm=POST_BATCH_NORM)
     seconds[POST] = seconds["VAE"] + post_seconds
     return models, seconds
 
@@ -567,7 +571,7 @@ def evaluate_model(name: str, model, inputs: EvaluationInputs, preset: Autoencod
              "fd_mnistnet": frechet_distance(net_features(inputs.net, samples), inputs.fd_reference),
              "chain_label_kept": consistency["label_kept"],
              "self_consistency": consistency["rows"], "attack_panel": panel},
-            consistency["chain"][:, :CHAIN_SHOWN])
+            consistency["chain"][:, :CHAIN_SHOWN].clone())  # a copy: a saved view would keep the whole chain
 
 
 def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_dir, seed: int = 0,

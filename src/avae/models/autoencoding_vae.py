@@ -270,9 +270,12 @@ def post_process_encoder(model: AutoencodingVAE, steps: int, *, batch_size: int 
     model's own samples, never on training data (Cemgil et al. 2020).
 
     Each step draws fresh z0 ~ N(0, I), decodes the means x = g(z0) (no observation noise) and
-    minimises the encoder's negative ELBO on x plus the AVAE terms. Returns ``model`` with
-    ``avae=True`` in its config, in eval mode. Separate from :func:`avae.train.loop.fit` because
-    the data is drawn from the model at every step, not from a dataset.
+    minimises the encoder's negative ELBO on x plus the AVAE terms. Batch norm keeps the statistics
+    of the training data (its layers stay in eval mode): updated on the model's own, blurrier samples
+    they would shift the encoder's inputs on real images and change the frozen decoder itself (measured
+    on the conv nets: summed squared error 13 -> 49 and colour kept after one reconstruction 42 %).
+    Returns ``model`` with ``avae=True`` in its config, in eval mode. Separate from
+    :func:`avae.train.loop.fit` because the data is drawn from the model at every step, not from a dataset.
     """
     from tqdm.auto import tqdm
 
@@ -282,6 +285,9 @@ def post_process_encoder(model: AutoencodingVAE, steps: int, *, batch_size: int 
     model.decoder.requires_grad_(False)
     optimizer = torch.optim.Adam(model.encoder.parameters(), lr=lr)
     model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
     for _ in tqdm(range(steps), desc="AVAE post-processing", disable=None if progress else True, leave=False):
         with torch.no_grad():
             x = model.decode(torch.randn(batch_size, model.config.latent, generator=generator))
