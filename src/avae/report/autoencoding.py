@@ -285,6 +285,11 @@ def _collapse(metrics: dict) -> str:
     if "latent" not in vae:
         return ""
     lat = vae["latent"]
+    clean, paper = vae["probe"]["digit"]["accuracy"], (vae.get("paper_accuracy") or (None,))[0]
+    if paper is not None and clean >= paper - 1:
+        return (f"The pixel baselines reach {floor:.1f} % or more, so the data and the probe are sound. The VAE is "
+                f"healthy: {clean:.1f} % clean (slides {paper:g} %), KL {lat['kl']['mean']:.1f} nats per test digit on "
+                f"{lat['active_dims']} of {metrics['preset']['latent']} latent dimensions.\n")
     top = sorted(lat["kl_per_dim"], reverse=True)[:lat["active_dims"] + 1]
     return (f"The pixel baselines reach {floor:.1f} % or more, so the data and the probe are sound. The VAE's "
             f"low clean accuracy ({vae['probe']['digit']['accuracy']:.1f} %) is its representation: its posterior "
