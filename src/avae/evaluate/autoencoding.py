@@ -187,13 +187,13 @@ def train_models(preset, train, val, out: Path, *, seed: int = 0, progress: bool
             preset.epochs, preset.post_steps, POST_BATCH_NORM):
         models[POST], post_seconds = checkpoint.model_from_payload(payload), payload["post_seconds"]
     else:  # none yet, or made otherwise
-        model = checkpoint.load(out / "models" / "VAE" / checkpoint.FILENAME)
+        model = checkpoint.load(model_dir(out, "VAE") / checkpoint.FILENAME)
         began = time.perf_counter()
         models[POST] = post_process_encoder(model, preset.post_steps, batch_size=preset.batch_size, lr=preset.lr,
                                             seed=seed, progress=progress)
         post_seconds = time.perf_counter() - began
         checkpoint.save(models[POST], post_file, post_seconds=post_seconds, post_steps=preset.post_steps,
-                        base=str(out / "models" / "VAE"), base_epochs=preset.epochs, batch_norm=POST_BATCH_NORM)
+                        base=str(model_dir(out, "VAE")), base_epochs=preset.epochs, batch_norm=POST_BATCH_NORM)
     seconds[POST] = seconds["VAE"] + post_seconds
     return models, seconds
 
@@ -513,8 +513,9 @@ CHAIN_SHOWN = 4  # digits of the iterated-reconstruction figure
 def evaluated_once(stem: Path, weights: Path, preset, seed: int, evaluate) -> tuple[dict, torch.Tensor]:
     """One model's evaluation, computed once: ``evaluate()`` -> (row, figure tensor), kept as
     ``stem``.json and ``stem``.pt and reused while the model's weights file (size and modification time),
-    the preset's settings (its list of models aside) and the seed are those it was computed under, so that an interrupted evaluation resumes
-    at the next model instead of starting over (the attack panel takes minutes per model)."""
+    the preset's settings (its list of models aside) and the seed are those it was computed under, so that
+    an interrupted evaluation resumes at the next model instead of starting over (the attack panel takes
+    minutes per model)."""
     stat = weights.stat()
     settings = {k: v for k, v in asdict(preset).items() if k != "variants"}  # adding a model keeps the others'
     key = {"weights": str(weights), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,

@@ -296,7 +296,7 @@ def _collapse(metrics: dict) -> str:
                 f"{paper} %).\n")
     top = sorted(lat["kl_per_dim"], reverse=True)[:lat["active_dims"] + 1]
     return (f"The pixel baselines reach {floor:.1f} % or more, so the data and the probe are sound. The VAE's "
-            f"low clean accuracy ({vae['probe']['digit']['accuracy']:.1f} %) is its representation: its posterior "
+            f"low clean accuracy ({clean:.1f} %) is its representation: its posterior "
             f"is nearly collapsed, KL {lat['kl']['mean']:.1f} nats per test digit carried by "
             f"{lat['active_dims']} of {metrics['preset']['latent']} latent dimensions (largest per-dimension KLs "
             + ", ".join(f"{v:.2f}" for v in top) + "), enough for the colour but not for the digit's identity "
