@@ -754,3 +754,26 @@ def test_report_calls_a_vae_collapsed_only_when_few_latent_dimensions_are_active
     healthy, collapsed = _collapse(metrics(92.5, 21.5, 35)), _collapse(metrics(56.8, 7.7, 3))
     assert "not collapsed" in healthy and "nearly" not in healthy and "35 of 64" in healthy and "92.5" in healthy
     assert "nearly collapsed" in collapsed and "3 of 64" in collapsed
+
+
+def test_diagnosis_paragraph_follows_the_runs_own_calibration():
+    """The report's diagnosis names the AVAE's best lead and lets SE decide where the gap lies."""
+    from avae.report.autoencoding import _diagnosis
+
+    def row(name, a, b, dims=30):
+        cells = [{"protocol": p, "task": "digit", "epsilon": 0.1, "accuracy": acc} for p, acc in (("A", a), ("B", b))]
+        return {"model": name, "attack_panel": cells, "latent": {"active_dims": dims}}
+
+    def text(se_a, se_b, vae_dims=30):
+        rows = [row("VAE", 2.0, 30.0, vae_dims), row("AVAE", 1.0, 40.0)]
+        if se_a is not None:
+            rows.append(row("SE_0.2", se_a, se_b))
+        return _diagnosis({"rows": rows, "train_data": {"n_images": 55_000}})
+
+    pending = text(None, None)
+    assert "+10.0 points (protocol B: 40.0 % vs 30.0 %)" in pending and "not calibrated" in pending
+    assert "the VAE is not collapsed (30 active" in pending
+    assert "nearly collapsed (3 active" in text(None, None, vae_dims=3)
+    assert "the attack can show robustness" in text(2.0, 85.0) and "+55.0 points" in text(2.0, 85.0)
+    weak = text(3.0, 45.0)
+    assert "cannot be put on its training alone" in weak and "the attack can show" not in weak

@@ -309,6 +309,43 @@ def _collapse(metrics: dict) -> str:
             + " nats), hence its higher clean accuracy.\n")
 
 
+def _diagnosis(metrics: dict) -> str:
+    """Where the search for the gap to the slides stands, from this run's own verdicts."""
+    by = {r["model"]: r for r in metrics["rows"]}
+    earlier = ("[../diagnosis/README.md](../diagnosis/README.md) compares the authors' released JAX code with ours "
+               "term by term (no difference but the stated noise scaling; their evaluation code is not released) "
+               "and lists short runs on the 4,500 embedded digits with the released code's choices (noise scaled by "
+               "the variance, lr 1e-4, rho 0.8, colours redrawn every batch), longer training, other probes, a "
+               "larger SE weight, a smaller observation variance and a sampled encoder: none brought the AVAE "
+               "above a few % at ε = 0.1. ")
+    if "AVAE" not in by or "VAE" not in by or "attack_panel" not in by["VAE"]:
+        return earlier + "\n"
+    cells = {p: (_panel_cell(by["AVAE"], p, "digit", 0.1), _panel_cell(by["VAE"], p, "digit", 0.1))
+             for p in sorted({a["protocol"] for a in by["VAE"]["attack_panel"]})}
+    best = max((p for p, (a, _) in cells.items() if a is not None), key=lambda p: cells[p][0] - cells[p][1])
+    a, v = cells[best]
+    dims = by["VAE"].get("latent", {}).get("active_dims", 0)
+    health = ("the VAE is not collapsed" if dims >= COLLAPSED_DIMS else "the VAE's posterior is nearly collapsed")
+    here = (f"On this run ({metrics['train_data']['n_images']:,} training digits) {health} ({dims} active "
+            "dimensions; the health table), and the AVAE's largest lead over the VAE at ε = 0.1 is "
+            f"{a - v:+.1f} points (protocol {best}: {a:.1f} % vs {v:.1f} %). ")
+    se = [n for n in by if n.startswith("SE_") and "attack_panel" in by[n]]
+    if not se:
+        return earlier + here + ("No smooth encoder has finished yet, so the attack is not calibrated: whether "
+                                 "the gap lies in our attack or in our AVAE stays open.\n")
+    name = "SE_0.2" if "SE_0.2" in se else se[-1]
+    lead = max((_panel_cell(by[name], p, "digit", 0.1) or 0) - (_panel_cell(by["VAE"], p, "digit", 0.1) or 0)
+               for p in ("A", "B"))
+    return earlier + here + (
+        f"{name}, trained against this very kind of attack, leads the VAE by {lead:+.1f} points at best under A or "
+        "B: " + ("the attack can show robustness where a model has it, so the AVAE's gap lies in its training or "
+                 "in what its objective buys (insensitivity to its decoder's own variations, not to every pixel "
+                 "perturbation)." if lead >= 50 else
+                 "even the model trained for robustness does not reach the slides' margin under our attack, so our "
+                 "attack (or our SE) is stronger or otherwise different from the paper's; the AVAE's gap cannot be "
+                 "put on its training alone.") + "\n")
+
+
 def _setting(metrics: dict) -> str:
     """The setting paragraph, from the run's own record (data, regime, SE objective)."""
     p, train, test = metrics["preset"], metrics["train_data"], metrics["test_data"]
@@ -414,14 +451,7 @@ def render(out) -> Path:
         " (the released code: 1e-4, for far more steps)" if p["lr"] != 1e-4 else "")
     text += ["\n## Iterated reconstruction, VAE vs AVAE\n", "![chains](iterated_reconstruction.png)\n",
              "\n## Diagnosis\n",
-             "[../diagnosis/README.md](../diagnosis/README.md) compares the authors' released JAX code with ours "
-             "term by term (no difference but the stated noise scaling; their evaluation code is not released) "
-             "and lists short runs with the released code's choices (noise scaled by the variance, lr 1e-4, "
-             "ρ 0.8, colours redrawn every batch), longer training, twice the training digits, other probes, a "
-             "larger SE weight, a smaller observation variance (no collapse) and a sampled encoder: none "
-             "brings the AVAE above a few % at ε = 0.1. The AVAE's coupling term asks the encoder to be "
-             "insensitive to its decoder's own variations, not to perturbations of every pixel; the table "
-             "above shows the gain it does give, at small ε.\n",
+             _diagnosis(metrics),
              "\n## Deviations from the paper\n",
              "- Noise is scaled by the standard deviation in every sample; the released code scales it by the "
              "variance.\n"
@@ -436,8 +466,8 @@ def render(out) -> Path:
              "of RGB PNG images (`avae train --model autoencoding-vae --data DIR`), so a user with CelebA can run it.\n"
              "- The attacked classifier is a logistic regression on the encoder means (deterministic encoding).\n"
              "- Layers start from PyTorch's default initialisation; the released code uses Haiku's (truncated "
-             "normal, s.d. 1/sqrt(fan_in), zero biases), available as `init=\"released\"`. A VAE trained for 60 "
-             "epochs with it is as collapsed (ad-hoc check, see the README).\n",
+             "normal, s.d. 1/sqrt(fan_in), zero biases), available as `init=\"released\"` (on the 4,500 embedded "
+             "digits, an MLP VAE trained for 60 epochs with it collapsed as with PyTorch's: the diagnosis page).\n",
              f"- Test digits: {test['n_images']:,} of the real MNIST test set (a seeded choice when fewer than "
              "10,000), for CPU cost: each model's evaluation runs about 45 PGD attacks of 20 steps on them; at one "
              "thread an image's step costs about 0.1 ms through the MLPs and 1 ms through the conv nets.\n",
