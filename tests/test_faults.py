@@ -478,6 +478,16 @@ def test_fuzz_checkpoint_bytes(tmp_path, tiny_checkpoint, data):
     _bounded(lambda: checkpoint.load(path))
 
 
+def test_checkpoint_claiming_a_huge_pickle_string_allocates_nothing(tmp_path, tiny_checkpoint):
+    """A pickle opcode claiming a 3 GiB string ahead of a real checkpoint: torch.load would read the
+    file as a legacy pickle and allocate the claimed length before finding it short."""
+    path = tmp_path / "claim.pt"
+    path.write_bytes(b"X\x00\x00\x00\xc0" + tiny_checkpoint)
+    _bounded(lambda: checkpoint.load(path), limit=8 << 20)
+    with pytest.raises(AvaeError, match="not the zip archive torch.save writes"):
+        checkpoint.load(path)
+
+
 JSONISH = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.floats(), st.text(max_size=8)),
                        lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
                        max_leaves=8)

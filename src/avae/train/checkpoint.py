@@ -84,12 +84,20 @@ def _kinds() -> dict:
     return {**MODELS, PoseNet.name: PoseNet}
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of every torch.save file since torch 1.6
+
+
 def read(path: str | Path) -> dict:
     """Read and validate a checkpoint's payload (not yet a model)."""
     kinds = _kinds()
     path = checkpoint_path(path)
     if not path.is_file():
         raise AvaeError(f"{path}: no checkpoint there (expected a run directory or a {FILENAME} file)")
+    # torch.save writes a zip archive; anything else torch.load would read as a legacy pickle, whose
+    # length fields are allocated before they are checked (a 4-byte claim in a 1 KB file: 4 GiB)
+    with open(path, "rb") as f:
+        if f.read(4) != ZIP_MAGIC:
+            raise AvaeError(f"{path}: not a readable avae checkpoint (not the zip archive torch.save writes)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
