@@ -777,3 +777,17 @@ def test_diagnosis_paragraph_follows_the_runs_own_calibration():
     assert "the attack can show robustness" in text(2.0, 85.0) and "+55.0 points" in text(2.0, 85.0)
     weak = text(3.0, 45.0)
     assert "cannot be put on its training alone" in weak and "the attack can show" not in weak
+
+
+def test_closest_protocol_to_the_slides_row():
+    from avae.report.autoencoding import _closest_protocols
+
+    def row(paper, **protocols):
+        cells = [{"protocol": p, "task": "digit", "epsilon": e, "accuracy": a}
+                 for p, accs in protocols.items() for e, a in zip((0.0, 0.1, 0.2), accs)]
+        return {"attack_panel": cells, "paper_accuracy": paper}
+
+    by = {"VAE": row((93.8, 5.8, 0.0), A=(93, 0, 0), B=(93, 33, 19)),
+          "SE_0.2": row((95.7, 92.6, 87.3), A=(94, 36, 0), B=(94, 93, 89))}
+    text = _closest_protocols(by, "SE_0.2")
+    assert "VAE's nearest is A (93.0 / 0.0 / 0.0" in text and "SE_0.2's nearest is B (94.0 / 93.0 / 89.0" in text

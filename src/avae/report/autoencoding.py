@@ -169,6 +169,23 @@ def _panel_cell(row: dict, protocol: str, task: str, eps: float) -> float | None
     return None
 
 
+def _closest_protocols(by: dict, se: str) -> str:
+    """Which protocol's digit row lies nearest the slides' row (ε = 0 / 0.1 / 0.2), for the VAE and for SE:
+    one protocol reproducing both would be the slides' evaluation."""
+    parts = []
+    for name in ("VAE", se):
+        paper = by[name].get("paper_accuracy")
+        rows = {p: [_panel_cell(by[name], p, "digit", e) for e in (0.0, 0.1, 0.2)]
+                for p in sorted({a["protocol"] for a in by[name].get("attack_panel", [])})}
+        rows = {p: r for p, r in rows.items() if None not in r}
+        if not paper or not rows:
+            continue
+        best = min(rows, key=lambda p: sum(abs(a - b) for a, b in zip(rows[p], paper)))
+        parts.append(f"{name}'s nearest is {best} (" + " / ".join(f"{a:.1f}" for a in rows[best])
+                     + " vs " + " / ".join(f"{b:g}" for b in paper) + ")")
+    return (" Nearest the slides' digit row (ε = 0 / 0.1 / 0.2): " + "; ".join(parts) + "." if parts else "")
+
+
 def panel_verdicts(metrics: dict) -> list[str]:
     """The issue's goals, each one line from the rows: clean accuracy within 1 point of the slides, the AVAE
     far above the VAE at epsilon 0.1 under some protocol, SE calibrating the attack, the AVAE keeping more
@@ -201,9 +218,11 @@ def panel_verdicts(metrics: dict) -> list[str]:
         far = [p for p, (s_, v) in cells.items() if s_ is not None and s_ - v >= 50]
         lines.append(f"**Calibration with SE** ({name} vs VAE at ε = 0.1, slides 92.6 % vs 5.8 %): "
                      + "; ".join(f"{p}: {s_:.1f} % vs {v:.1f} %" for p, (s_, v) in cells.items() if s_ is not None)
-                     + (": SE is far above the VAE, so the attack is as weak as the paper's and any AVAE gap lies in "
-                        "training." if far else ": SE is not far above the VAE, so our attack (or our SE) differs from "
-                        "the paper's: the AVAE's numbers cannot be compared with the slides' as they stand."))
+                     + (f": SE is far above the VAE under {', '.join(far)}, so that protocol shows the robustness a "
+                        "model has, and an AVAE gap under it is not the attack's." if far else
+                        ": SE is not far above the VAE, so our attack (or our SE) differs from the paper's: the "
+                        "AVAE's numbers cannot be compared with the slides' as they stand.")
+                     + _closest_protocols(by, name))
     last = {n: r["self_consistency"][-1] for n, r in by.items()}
     vae, avae = last["VAE"], last["AVAE"]
     lines.append(f"**Self-consistency** after {avae['pass']} passes (class and colour both kept): AVAE "
