@@ -16,6 +16,7 @@ import torch
 
 from avae.evaluate.autoencoding import PRESETS, datasets, encoder_means, linear_probe, model_dir
 from avae.train import checkpoint
+from avae.train.loop import mean_and_sem
 from common import REPO, base_parser, parse, write_results
 
 SLIDES = {"VAE": 93.8, "AVAE": 97.3}
@@ -31,17 +32,16 @@ def main() -> None:
     rows = []
     for name in SLIDES:
         model = checkpoint.model_from_payload(checkpoint.read(model_dir(Path(args.run), name) / checkpoint.FILENAME))
-        with torch.no_grad():
-            mu, test_mu = encoder_means(model, train.images), encoder_means(model, test.images)
+        mu, test_mu = encoder_means(model, train.images), encoder_means(model, test.images)
         for n in args.sizes:
             pick = torch.randperm(len(mu), generator=torch.Generator().manual_seed(args.seed))[:n]
             start = time.perf_counter()
             head = linear_probe(mu[pick], train.labels[pick], args.seed)
             seconds = time.perf_counter() - start
             with torch.no_grad():
-                correct = (head(test_mu).argmax(1) == test.labels).float() * 100
-            rows.append({"model": name, "probe digits": n, "clean digit acc. (%)": round(correct.mean().item(), 1),
-                         "s.e.": round((correct.std() / len(correct) ** 0.5).item(), 1), "slides (%)": SLIDES[name],
+                acc = mean_and_sem((head(test_mu).argmax(1) == test.labels).float() * 100)
+            rows.append({"model": name, "probe digits": n, "clean digit acc. (%)": round(acc["mean"], 1),
+                         "s.e.": round(acc["sem"], 1), "slides (%)": SLIDES[name],
                          "converged": head.converged, "fit seconds": round(seconds, 1)})
     write_results("probe_size", rows, args.out,
                   f"Clean digit probe against its training digits (conv preset's VAE and AVAE, {len(test.labels)} "

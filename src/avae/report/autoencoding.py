@@ -169,6 +169,17 @@ def _panel_cell(row: dict, protocol: str, task: str, eps: float) -> float | None
     return None
 
 
+def _se_calibration(by: dict) -> tuple[str, dict, list[str]] | None:
+    """SE against the VAE at epsilon 0.1 under A and B: (SE model, {protocol: (SE %, VAE %)}, the protocols
+    where SE leads by 50 points or more), or None while no SE model has an attack panel."""
+    se = [n for n in by if n.startswith("SE_") and by[n].get("attack_panel")]
+    if not se:
+        return None
+    name = "SE_0.2" if "SE_0.2" in se else se[-1]
+    cells = {p: (_panel_cell(by[name], p, "digit", 0.1), _panel_cell(by["VAE"], p, "digit", 0.1)) for p in ("A", "B")}
+    return name, cells, [p for p, (s_, v) in cells.items() if s_ is not None and s_ - v >= 50]
+
+
 def _closest_protocols(by: dict, se: str) -> str:
     """Which protocol's digit row lies nearest the slides' row (ε = 0 / 0.1 / 0.2), for the VAE and for SE:
     one protocol reproducing both would be the slides' evaluation."""
@@ -211,11 +222,9 @@ def panel_verdicts(metrics: dict) -> list[str]:
     lines.append("**The slides' headline** (AVAE 88.1 % vs VAE 5.8 % at ε = 0.1, digit): " + text + ": "
                  + (f"met under protocol {', '.join(met)} (a gap of 50 points or more)." if met else
                     "not met under any protocol."))
-    se = [n for n in by if n.startswith("SE_")]
-    if se:
-        name = "SE_0.2" if "SE_0.2" in by else se[-1]
-        cells = {p: (_panel_cell(by[name], p, "digit", 0.1), _panel_cell(by["VAE"], p, "digit", 0.1)) for p in ("A", "B")}
-        far = [p for p, (s_, v) in cells.items() if s_ is not None and s_ - v >= 50]
+    calibration = _se_calibration(by)
+    if calibration:
+        name, cells, far = calibration
         lines.append(f"**Calibration with SE** ({name} vs VAE at ε = 0.1, slides 92.6 % vs 5.8 %): "
                      + "; ".join(f"{p}: {s_:.1f} % vs {v:.1f} %" for p, (s_, v) in cells.items() if s_ is not None)
                      + (f": SE is far above the VAE under {', '.join(far)}, so that protocol shows the robustness a "
@@ -348,18 +357,17 @@ def _diagnosis(metrics: dict) -> str:
     here = (f"On this run ({metrics['train_data']['n_images']:,} training digits) {health} ({dims} active "
             "dimensions; the health table), and the AVAE's largest lead over the VAE at ε = 0.1 is "
             f"{a - v:+.1f} points (protocol {best}: {a:.1f} % vs {v:.1f} %). ")
-    se = [n for n in by if n.startswith("SE_") and "attack_panel" in by[n]]
-    if not se:
+    calibration = _se_calibration(by)
+    if not calibration:
         return earlier + here + ("No smooth encoder has finished yet, so the attack is not calibrated: whether "
                                  "the gap lies in our attack or in our AVAE stays open.\n")
-    name = "SE_0.2" if "SE_0.2" in se else se[-1]
-    lead = max((_panel_cell(by[name], p, "digit", 0.1) or 0) - (_panel_cell(by["VAE"], p, "digit", 0.1) or 0)
-               for p in ("A", "B"))
+    name, cells, far = calibration
+    lead = max((s_ or 0) - (v or 0) for s_, v in cells.values())
     return earlier + here + (
         f"{name}, trained against this very kind of attack, leads the VAE by {lead:+.1f} points at best under A or "
         "B: " + ("the attack can show robustness where a model has it, so the AVAE's gap lies in its training or "
                  "in what its objective buys (insensitivity to its decoder's own variations, not to every pixel "
-                 "perturbation)." if lead >= 50 else
+                 "perturbation)." if far else
                  "even the model trained for robustness does not reach the slides' margin under our attack, so our "
                  "attack (or our SE) is stronger or otherwise different from the paper's; the AVAE's gap cannot be "
                  "put on its training alone.") + "\n")
