@@ -168,13 +168,13 @@ def train_models(preset, train, val, out: Path, *, seed: int = 0, progress: bool
     config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr, weight_decay=0.0,
                          seed=seed, regime=preset.regime)
     if jobs > 1:
-        pending = [v for v in preset.variants if not finished(out / "models" / v, preset.epochs)]
+        pending = [v for v in preset.variants if not finished(model_dir(out, v), preset.epochs)]
         if len(pending) > 1:
-            fit_in_processes([("autoencoding-vae", model_config(preset, v), config, out / "models" / v) for v in pending],
+            fit_in_processes([("autoencoding-vae", model_config(preset, v), config, model_dir(out, v)) for v in pending],
                              train, val, jobs, progress=progress, device=device)
     models, seconds = {}, {}
     for variant in preset.variants:
-        run = out / "models" / variant
+        run = model_dir(out, variant)
         models[variant] = fit("autoencoding-vae", model_config(preset, variant), train, val, config, run,
                               resume=True, progress=progress, device=device)
         seconds[variant] = training_seconds(run)
@@ -588,7 +588,7 @@ def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_di
     began = time.perf_counter()
     pending = ()
     if finished_only:
-        done = tuple(v for v in preset.variants if finished(out / "models" / v, preset.epochs))
+        done = tuple(v for v in preset.variants if finished(model_dir(out, v), preset.epochs))
         missing = [v for v in ("VAE", "AVAE") if v not in done]
         if missing:
             raise AvaeError(f"{out / 'models'}: --finished-only reports finished models, and the VAE and the AVAE "
