@@ -822,3 +822,25 @@ def test_headline_and_self_consistency_verdicts_weigh_both_avae_readings():
                                              row("AVAE-sampled", 91.0, 55.0)]}))
     assert "met for AVAE-sampled under B" in lines and "AVAE under B" not in lines
     assert "AVAE-sampled keeps far more" in lines and "AVAE-sampled 55.0 %" in lines
+
+
+def test_an_unhealthy_smooth_encoder_does_not_calibrate_the_attack():
+    """SE far below the slides' clean accuracy (a collapsed MLP SE) says so instead of judging the attack."""
+    from avae.report.autoencoding import _diagnosis, panel_verdicts
+
+    def row(name, a, b, clean, paper):
+        cells = [{"protocol": p, "task": "digit", "epsilon": e, "accuracy": acc}
+                 for p, acc in (("A", a), ("B", b)) for e in (0.0, 0.1)]
+        return {"model": name, "attack_panel": cells, "clean": {"A digit": clean}, "paper_accuracy": paper,
+                "latent": {"active_dims": 30}, "summed_squared_error": {"mean": 10.0}, "fd_mnistnet": 400.0,
+                "self_consistency": [{"pass": 20, "both_kept": {"accuracy": 30.0, "n": 1000}}]}
+
+    def metrics(se_clean, se_b):
+        return {"rows": [row("VAE", 0.0, 24.0, 93.0, (93.8, 5.8, 0.0)), row("AVAE", 0.0, 19.0, 93.0, (97.3, 88.1, 54.8)),
+                         row("SE_0.2", 5.0, se_b, se_clean, (95.7, 92.6, 87.3))], "train_data": {"n_images": 55_000}}
+
+    sick = metrics(72.3, 45.8)
+    assert "SE_0.2 is not healthy (best clean digit probe 23.4 points" in "".join(panel_verdicts(sick))
+    assert "not healthy" in _diagnosis(sick) and "our attack (or our SE)" not in _diagnosis(sick)
+    well = metrics(94.5, 93.3)
+    assert "not healthy" not in "".join(panel_verdicts(well)) and "SE is far above the VAE under B" in "".join(panel_verdicts(well))

@@ -177,6 +177,16 @@ def _avae_readings(by: dict) -> list[str]:
     return [n for n in AVAE_READINGS if n in by]
 
 
+UNHEALTHY_GAP = 5.0  # clean digit accuracy this many points below the slides': the model is not the paper's
+
+
+def _clean_shortfall(row: dict) -> float | None:
+    """Points by which a model's best clean digit probe falls short of the slides' (None without a slides' row)."""
+    paper = row.get("paper_accuracy")
+    clean = [v for k, v in row.get("clean", {}).items() if k.endswith("digit")]
+    return paper[0] - max(clean) if paper and clean else None
+
+
 def _se_calibration(by: dict) -> tuple[str, dict, list[str]] | None:
     """SE against the VAE at epsilon 0.1 under A and B: (SE model, {protocol: (SE %, VAE %)}, the protocols
     where SE leads by 50 points or more), or None while no SE model has an attack panel."""
@@ -235,7 +245,12 @@ def panel_verdicts(metrics: dict) -> list[str]:
                  + (f"met for {', '.join(met)} (a lead of 50 points or more)." if met else
                     "not met under any protocol."))
     calibration = _se_calibration(by)
-    if calibration:
+    short = _clean_shortfall(by[calibration[0]]) if calibration else None
+    if calibration and short is not None and short > UNHEALTHY_GAP:
+        lines.append(f"**Calibration with SE**: {calibration[0]} is not healthy (best clean digit probe "
+                     f"{short:.1f} points below the slides'), so it cannot calibrate the attack: its robustness, or "
+                     "the lack of it, is not the paper's model's.")
+    elif calibration:
         name, cells, far = calibration
         lines.append(f"**Calibration with SE** ({name} vs VAE at ε = 0.1, slides 92.6 % vs 5.8 %): "
                      + "; ".join(f"{p}: {s_:.1f} % vs {v:.1f} %" for p, (s_, v) in cells.items() if s_ is not None)
@@ -380,6 +395,11 @@ def _diagnosis(metrics: dict) -> str:
         return earlier + here + ("No smooth encoder has finished yet, so the attack is not calibrated: whether "
                                  "the gap lies in our attack or in our AVAE stays open.\n")
     se, se_cells, far = calibration
+    short = _clean_shortfall(by[se])
+    if short is not None and short > UNHEALTHY_GAP:
+        return earlier + here + (f"{se} is not healthy (best clean digit probe {short:.1f} points below the "
+                                 "slides'), so it cannot calibrate the attack: whether the gap lies in our attack or "
+                                 "in our AVAE stays open on this run.\n")
     lead = max((s_ or 0) - (v or 0) for s_, v in se_cells.values())
     reached = a - v >= 50
     return earlier + here + (
