@@ -625,7 +625,7 @@ def reproduce_autoencoding_vae(preset: AutoencodingPreset, out: Path, *, data_di
             "pending_models": list(pending),  # not trained yet (a --finished-only report)
             "command_seconds": time.perf_counter() - began}  # this run, training included when it trained
     write_json(out / "metrics.json", {**meta, "rows": rows})
-    shown = [k for k in ("VAE", "AVAE", "AVAE" + SAMPLED) if k in chains]
+    shown = ["VAE", *(k for k in report.AVAE_READINGS if k in chains)]
     report.chain_figure({k: chains[k] for k in shown}, out / "iterated_reconstruction.png", shown=CHAIN_SHOWN,
                         shares={k: next((r for r in rows if r["model"] == k))["self_consistency"] for k in shown})
     report.render(out)

@@ -180,22 +180,24 @@ def _avae_readings(by: dict) -> list[str]:
 UNHEALTHY_GAP = 5.0  # clean digit accuracy this many points below the slides': the model is not the paper's
 
 
-def _clean_shortfall(row: dict) -> float | None:
-    """Points by which a model's best clean digit probe falls short of the slides' (None without a slides' row)."""
-    paper = row.get("paper_accuracy")
-    clean = [v for k, v in row.get("clean", {}).items() if k.endswith("digit")]
-    return paper[0] - max(clean) if paper and clean else None
+def _best_clean(row: dict) -> tuple[str, float] | None:
+    """A model's best clean digit probe of the attack panel: (its key in ``row["clean"]``, accuracy %)."""
+    digit = {k: v for k, v in row.get("clean", {}).items() if k.endswith("digit")}
+    return max(digit.items(), key=lambda kv: kv[1]) if digit else None
 
 
-def _se_calibration(by: dict) -> tuple[str, dict, list[str]] | None:
+def _se_calibration(by: dict) -> tuple[str, dict, list[str], float | None] | None:
     """SE against the VAE at epsilon 0.1 under A and B: (SE model, {protocol: (SE %, VAE %)}, the protocols
-    where SE leads by 50 points or more), or None while no SE model has an attack panel."""
+    where SE leads by 50 points or more, the points by which its best clean probe falls short of the slides'
+    (None without a slides' row)), or None while no SE model has an attack panel."""
     se = [n for n in by if n.startswith("SE_") and by[n].get("attack_panel")]
     if not se:
         return None
     name = "SE_0.2" if "SE_0.2" in se else se[-1]
     cells = {p: (_panel_cell(by[name], p, "digit", 0.1), _panel_cell(by["VAE"], p, "digit", 0.1)) for p in ("A", "B")}
-    return name, cells, [p for p, (s_, v) in cells.items() if s_ is not None and s_ - v >= 50]
+    paper, best = by[name].get("paper_accuracy"), _best_clean(by[name])
+    return (name, cells, [p for p, (s_, v) in cells.items() if s_ is not None and s_ - v >= 50],
+            paper[0] - best[1] if paper and best else None)
 
 
 def _closest_protocols(by: dict, se: str) -> str:
@@ -227,8 +229,7 @@ def panel_verdicts(metrics: dict) -> list[str]:
     for name, r in by.items():
         paper = r.get("paper_accuracy")
         if paper:
-            which = max((k for k in r["clean"] if k.endswith("digit")), key=lambda k: r["clean"][k])
-            best = r["clean"][which]
+            which, best = _best_clean(r)
             clean.append(f"{name} {best:.1f} % (probe {which.split()[0]}; slides {paper[0]:g}: "
                          + ("met" if best >= paper[0] - 1 else f"{best - paper[0]:+.1f} points") + ")")
     lines.append("**Clean digit accuracy** (the best probe of the panel, goal: within 1 point of the slides or above): "
@@ -245,13 +246,12 @@ def panel_verdicts(metrics: dict) -> list[str]:
                  + (f"met for {', '.join(met)} (a lead of 50 points or more)." if met else
                     "not met under any protocol."))
     calibration = _se_calibration(by)
-    short = _clean_shortfall(by[calibration[0]]) if calibration else None
-    if calibration and short is not None and short > UNHEALTHY_GAP:
+    if calibration and (calibration[3] or 0) > UNHEALTHY_GAP:
         lines.append(f"**Calibration with SE**: {calibration[0]} is not healthy (best clean digit probe "
-                     f"{short:.1f} points below the slides'), so it cannot calibrate the attack: its robustness, or "
-                     "the lack of it, is not the paper's model's.")
+                     f"{calibration[3]:.1f} points below the slides'), so it cannot calibrate the attack: its "
+                     "robustness, or the lack of it, is not the paper's model's.")
     elif calibration:
-        name, cells, far = calibration
+        name, cells, far, _ = calibration
         lines.append(f"**Calibration with SE** ({name} vs VAE at ε = 0.1, slides 92.6 % vs 5.8 %): "
                      + "; ".join(f"{p}: {s_:.1f} % vs {v:.1f} %" for p, (s_, v) in cells.items() if s_ is not None)
                      + (f": SE is far above the VAE under {', '.join(far)}, so that protocol shows the robustness a "
@@ -394,9 +394,8 @@ def _diagnosis(metrics: dict) -> str:
     if not calibration:
         return earlier + here + ("No smooth encoder has finished yet, so the attack is not calibrated: whether "
                                  "the gap lies in our attack or in our AVAE stays open.\n")
-    se, se_cells, far = calibration
-    short = _clean_shortfall(by[se])
-    if short is not None and short > UNHEALTHY_GAP:
+    se, se_cells, far, short = calibration
+    if (short or 0) > UNHEALTHY_GAP:
         return earlier + here + (f"{se} is not healthy (best clean digit probe {short:.1f} points below the "
                                  "slides'), so it cannot calibrate the attack: whether the gap lies in our attack or "
                                  "in our AVAE stays open on this run.\n")
