@@ -620,6 +620,38 @@ def test_self_consistency_of_a_perfect_reconstructor_is_total_and_colours_read_e
     assert self_consistency(blank, colored.images[:20], net, passes=(1,))["rows"][0]["color_kept"]["accuracy"] == 0
 
 
+def test_chain_fed_likelihood_samples_encodes_noisy_means_and_records_the_means():
+    """feed="sample": each pass's encoder reads the previous decoder mean plus noise of the likelihood's
+    s.d. (what a sampled-x~ AVAE re-encodes in training), the chain keeps the means; "mean" reads them as
+    they are."""
+    from avae.evaluate.autoencoding import reconstruction_chain
+
+    class Spy(_Identity):
+        config = AutoencodingVAEConfig(variance=0.5)
+
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def encode(self, x):
+            self.seen.append(x.clone())
+            return super().encode(x)
+
+    x = torch.rand(50, 3, 28, 28)
+    for feed in ("mean", "sample"):
+        spy = Spy()
+        chain = reconstruction_chain(spy, x, steps=2, feed=feed)
+        assert torch.equal(spy.seen[0], x) and len(spy.seen) == 2
+        noise = spy.seen[1] - chain[1]
+        if feed == "mean":
+            assert torch.equal(noise, torch.zeros_like(noise))
+        else:
+            assert abs(noise.std().item() - 0.5 ** 0.5) < 0.01 and abs(noise.mean().item()) < 0.01
+            assert torch.allclose(chain[2], spy.seen[1], atol=1e-5)  # the identity decodes what it read
+    with pytest.raises(AvaeError, match="feed"):
+        reconstruction_chain(Spy(), x, steps=1, feed="noisy")
+
+
 def test_attack_panel_rows_clean_accuracies_and_attacks_that_hurt(colored):
     """Four protocols x two tasks x each epsilon; at epsilon 0 every row is its probe's clean accuracy on
     unmoved images; at 0.3 the end-to-end attacks (A, D) lower accuracy and B's images move every code."""

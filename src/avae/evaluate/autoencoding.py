@@ -12,6 +12,7 @@ trained here (FD-MNISTnet), and iterated reconstruction chains. Models are train
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -368,17 +369,27 @@ def reconstruction_mse(model, images: torch.Tensor, batch_size: int = 2000) -> d
     return mean_and_sem(torch.cat(errors))
 
 
+CHAIN_FEEDS = ("mean", "sample")
+
+
 @torch.no_grad()
-def reconstruction_chain(model, images: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
+def reconstruction_chain(model, images: torch.Tensor, steps: int, seed: int = 0, feed: str = "mean") -> torch.Tensor:
     """x, then reconstruct the reconstruction ``steps`` times (z sampled from q(z|x_t), decoder mean):
-    (steps + 1, N, C, H, W)."""
+    (steps + 1, N, C, H, W). ``feed="sample"``: the encoder reads, instead of each decoder mean, a draw
+    from the likelihood around it (mean + sqrt(variance) * noise: what an AVAE with ``avae_target="sample"``
+    re-encodes in training); the chain still records the means."""
+    if feed not in CHAIN_FEEDS:
+        raise AvaeError(f"feed: expected one of {', '.join(CHAIN_FEEDS)}, got {feed!r}")
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    chain = [images]
+    chain, seen = [images], images
     for _ in range(steps):
-        mu, logvar = model.encode(chain[-1])
+        mu, logvar = model.encode(seen)
         z = mu + torch.randn(mu.shape, generator=generator) * (0.5 * logvar).exp()
         chain.append(model.decode(z))
+        seen = chain[-1]
+        if feed == "sample":
+            seen = seen + math.sqrt(model.config.variance) * torch.randn(seen.shape, generator=generator)
     return torch.stack(chain)
 
 
@@ -479,15 +490,17 @@ SELF_CONSISTENCY_PASSES = (1, 5, 10, 20)
 
 
 @torch.no_grad()
-def self_consistency(model, images: torch.Tensor, net, passes=SELF_CONSISTENCY_PASSES, seed: int = 0) -> dict:
+def self_consistency(model, images: torch.Tensor, net, passes=SELF_CONSISTENCY_PASSES, seed: int = 0,
+                     feed: str = "mean") -> dict:
     """Iterate x -> reconstruction (:func:`reconstruction_chain`, max(passes) times) and measure what
     survives, per pass t in ``passes``: ``digit_kept`` and ``color_kept``, the share of images whose
     class (by ``net``, a classifier trained on real coloured digits) and colour (:func:`read_colors`) at
     pass t equal those of x; ``both_kept``; and ``code_distance``, the distance |mu(x_t) - mu(x)| of the
     pass's encoder mean from the first code, with ``relative_distance`` dividing it by the RMS distance
     between the codes of two random images (mean and s.e. over images). Returns
-    {"rows": [...], "chain": (T + 1, N, C, H, W), "label_kept": the share of passes whose class is x's (mean, s.e.)}."""
-    chain = reconstruction_chain(model, images, max(passes), seed)
+    {"rows": [...], "chain": (T + 1, N, C, H, W), "label_kept": the share of passes whose class is x's (mean, s.e.)}.
+    ``feed``: what the encoder reads at each pass (:func:`reconstruction_chain`)."""
+    chain = reconstruction_chain(model, images, max(passes), seed, feed)
     digits = torch.stack([net(step).argmax(1) for step in chain])
     colors = torch.stack([read_colors(step) for step in chain])
     codes = torch.stack([encoder_means(model, step) for step in chain])
