@@ -33,7 +33,7 @@ import avae
 from avae.attacks import EncoderClassifier, accuracy
 from avae.evaluate.autoencoding import (PRESETS, datasets, encoder_means, health, linear_probe, model_config,
                                         training_seconds)
-from avae.io import write_json, write_text
+from avae.io import atomic_path, write_json, write_text
 from avae.report.provenance import provenance
 from avae.report.tables import markdown_table
 from avae.train import checkpoint
@@ -115,7 +115,8 @@ def measure(args) -> None:
             if not (base / "loss_curve.png").exists():  # absent, or still training
                 continue
             run.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(base / checkpoint.FILENAME, run / checkpoint.FILENAME)
+            with atomic_path(run / checkpoint.FILENAME) as tmp:  # an interrupted copy leaves no half checkpoint
+                shutil.copyfile(base / checkpoint.FILENAME, tmp)
         model = fit("autoencoding-vae", {**model_config(preset, variant), **changes}, grey, val,
                     replace(config, epochs=epochs), run, resume=True, progress=not args.quiet)
         keep({"model": name, "variant": variant, **changes, "epochs": epochs, "steps": epochs * steps_per_epoch,
