@@ -200,6 +200,15 @@ def _se_calibration(by: dict) -> tuple[str, dict, list[str], float | None] | Non
             paper[0] - best[1] if paper and best else None)
 
 
+def _unhealthy_se(calibration) -> str | None:
+    """The sentence saying the calibrating SE model is too far below the slides' clean accuracy to
+    calibrate the attack, or None when it is healthy (or has no slides' row)."""
+    if not calibration or (calibration[3] or 0) <= UNHEALTHY_GAP:
+        return None
+    return (f"{calibration[0]} is not healthy (best clean digit probe {calibration[3]:.1f} points below the "
+            "slides'), so it cannot calibrate the attack")
+
+
 def _closest_protocols(by: dict, se: str) -> str:
     """Which protocol's digit row lies nearest the slides' row (ε = 0 / 0.1 / 0.2), for the VAE and for SE:
     one protocol reproducing both would be the slides' evaluation."""
@@ -246,10 +255,10 @@ def panel_verdicts(metrics: dict) -> list[str]:
                  + (f"met for {', '.join(met)} (a lead of 50 points or more)." if met else
                     "not met under any protocol."))
     calibration = _se_calibration(by)
-    if calibration and (calibration[3] or 0) > UNHEALTHY_GAP:
-        lines.append(f"**Calibration with SE**: {calibration[0]} is not healthy (best clean digit probe "
-                     f"{calibration[3]:.1f} points below the slides'), so it cannot calibrate the attack: its "
-                     "robustness, or the lack of it, is not the paper's model's.")
+    unhealthy = _unhealthy_se(calibration)
+    if unhealthy:
+        lines.append(f"**Calibration with SE**: {unhealthy}: its robustness, or the lack of it, is not the paper's "
+                     "model's.")
     elif calibration:
         name, cells, far, _ = calibration
         lines.append(f"**Calibration with SE** ({name} vs VAE at ε = 0.1, slides 92.6 % vs 5.8 %): "
@@ -394,11 +403,10 @@ def _diagnosis(metrics: dict) -> str:
     if not calibration:
         return earlier + here + ("No smooth encoder has finished yet, so the attack is not calibrated: whether "
                                  "the gap lies in our attack or in our AVAE stays open.\n")
-    se, se_cells, far, short = calibration
-    if (short or 0) > UNHEALTHY_GAP:
-        return earlier + here + (f"{se} is not healthy (best clean digit probe {short:.1f} points below the "
-                                 "slides'), so it cannot calibrate the attack: whether the gap lies in our attack or "
-                                 "in our AVAE stays open on this run.\n")
+    se, se_cells, far, _ = calibration
+    unhealthy = _unhealthy_se(calibration)
+    if unhealthy:
+        return earlier + here + f"{unhealthy}: whether the gap lies in our attack or in our AVAE stays open on this run.\n"
     lead = max((s_ or 0) - (v or 0) for s_, v in se_cells.values())
     reached = a - v >= 50
     return earlier + here + (
