@@ -251,6 +251,24 @@ def test_bad_config_is_one_clear_error():
         AutoencodingVAEConfig(rho=1.0).validate()
     with pytest.raises(AvaeError, match="net"):
         AutoencodingVAEConfig(net="resnet").validate()
+    with pytest.raises(AvaeError, match="decoder_width"):
+        AutoencodingVAEConfig(decoder_width=0.5).validate()  # the MLP nets have no width switch
+    with pytest.raises(AvaeError, match="decoder_width"):
+        AutoencodingVAEConfig(net="conv", decoder_width=0.0).validate()
+
+
+def test_decoder_width_shrinks_the_conv_decoder_only_and_round_trips(tmp_path, colored):
+    full, small = small_model(net="conv"), small_model(net="conv", decoder_width=0.25)
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert count(small.encoder) == count(full.encoder)
+    assert count(small.decoder) < count(full.decoder) / 4
+    x = colored.images[:4]
+    assert small.decode(small.encode(x)[0]).shape == x.shape
+    avae.save(small, tmp_path / "run")
+    loaded = avae.load(tmp_path / "run")
+    assert loaded.config.decoder_width == 0.25
+    small.eval(), loaded.eval()
+    assert torch.allclose(loaded.loss(x, sample=False)["loss"], small.loss(x, sample=False)["loss"])
 
 
 # ----------------------------------------------------------------------------- attacks

@@ -4,7 +4,8 @@ after Schott et al. 2018).
 Encoder: conv 32 (5x5) -> 32 (4x4, stride 2) -> 64 (3x3, stride 2) -> 16 (5x5), ELU and batch
 norm after the first three, then a linear layer to the posterior mean and log-variance.
 Decoder: linear -> transposed conv 32 (5x5) -> 16 (4x4, stride 2) -> 16 (4x4, stride 2) -> C (5x5),
-ELU and batch norm after the first three. Paddings keep any image size divisible by 4.
+ELU and batch norm after the first three. Paddings keep any image size divisible by 4. The decoder's
+``width`` scales its channel counts (1: the paper's), for a decoder smaller than the encoder.
 """
 from __future__ import annotations
 
@@ -35,18 +36,19 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """(N, in_features) -> (N, C, S, S) pre-activation outputs."""
+    """(N, in_features) -> (N, C, S, S) pre-activation outputs; every channel count times ``width``."""
 
-    def __init__(self, in_features: int, channels: int, image_size: int):
+    def __init__(self, in_features: int, channels: int, image_size: int, width: float = 1.0):
         super().__init__()
         self.side = image_size // 4
-        self.head = nn.Linear(in_features, 16 * self.side**2)
+        self.first, c32, c16 = (max(1, round(n * width)) for n in (16, 32, 16))
+        self.head = nn.Linear(in_features, self.first * self.side**2)
         self.body = nn.Sequential(
-            _block(nn.ConvTranspose2d(16, 32, 5, padding=2), 32),
-            _block(nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1), 16),
-            _block(nn.ConvTranspose2d(16, 16, 4, stride=2, padding=1), 16),
-            nn.ConvTranspose2d(16, channels, 5, padding=2),
+            _block(nn.ConvTranspose2d(self.first, c32, 5, padding=2), c32),
+            _block(nn.ConvTranspose2d(c32, c16, 4, stride=2, padding=1), c16),
+            _block(nn.ConvTranspose2d(c16, c16, 4, stride=2, padding=1), c16),
+            nn.ConvTranspose2d(c16, channels, 5, padding=2),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.body(self.head(z).view(-1, 16, self.side, self.side))
+        return self.body(self.head(z).view(-1, self.first, self.side, self.side))
