@@ -267,7 +267,8 @@ def test_decoder_width_shrinks_the_conv_decoder_only_and_round_trips(tmp_path, c
     avae.save(small, tmp_path / "run")
     loaded = avae.load(tmp_path / "run")
     assert loaded.config.decoder_width == 0.25
-    small.eval(), loaded.eval()
+    small.eval()
+    loaded.eval()
     assert torch.allclose(loaded.loss(x, sample=False)["loss"], small.loss(x, sample=False)["loss"])
 
 

@@ -5,7 +5,7 @@ Encoder: conv 32 (5x5) -> 32 (4x4, stride 2) -> 64 (3x3, stride 2) -> 16 (5x5), 
 norm after the first three, then a linear layer to the posterior mean and log-variance.
 Decoder: linear -> transposed conv 32 (5x5) -> 16 (4x4, stride 2) -> 16 (4x4, stride 2) -> C (5x5),
 ELU and batch norm after the first three. Paddings keep any image size divisible by 4. The decoder's
-``width`` scales its channel counts (1: the paper's), for a decoder smaller than the encoder.
+``width`` scales its channel counts (1: the Affine VAE paper's), for a decoder smaller than the encoder.
 """
 from __future__ import annotations
 

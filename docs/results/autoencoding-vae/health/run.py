@@ -5,8 +5,9 @@ full-MNIST training digits recoloured in every batch leave the VAE short of the 
 (`../standard/report.md`). The slides name none of their training choices; the issue names three candidates:
 the conv nets the paper's appendix describes, the observation variance, the noise scale; and the conv models'
 remaining gap has two more, training length (the conv preset's short models trained on to 36 epochs, the AVAE
-to 48), a conv decoder much smaller than the encoder (channel counts times 0.25 or 0.5) and the variance. This trains the VAE (and the AVAE where named) under each, with everything else as the `standard`
-preset (same data, split, recolouring, loop `avae.train.fit`, seed), for the same number of epochs (the
+to 48) and a conv decoder much smaller than the encoder (channel counts times 0.25 or 0.5); the variance is
+tried on the conv AVAE too. This trains the VAE (and the AVAE where named) under each, with everything else as
+the `standard` preset (same data, split, recolouring, loop `avae.train.fit`, seed), for the same number of epochs (the
 continued conv models aside), and measures the report's health
 numbers on the same 2,000 coloured test digits: KL, active dimensions, the slides' MSE column (per-pixel,
 0-255 scale) and the clean accuracy of the report's linear probe on the encoder means (standardised
@@ -143,7 +144,8 @@ def render() -> None:
         f"Every model: the `standard` preset's data and loop ({d['train']['n_images']:,} full-MNIST training digits "
         f"recoloured in every batch, Adam 1e-4, batch 64, seed 0) for {m['epochs']} epochs "
         f"({m['rows'][0]['steps']:,} steps, a fifth of the released run; other lengths where the row says so: the "
-        "standard preset's models at the released length, the conv preset's AVAE trained on), one field changed at a time; "
+        "standard preset's models at the released length, the conv preset's models trained on), one change at a time, "
+        "named in the model column; "
         f"{d['test']['n_images']:,} coloured test digits; the report's linear probe fitted on "
         f"{d['probe']['n_images']:,} training digits. Measured {m['date']} on {m['machine']['cpu']}, "
         f"{m['machine']['threads']} threads, torch {m['versions']['torch']}.\n",
