@@ -55,8 +55,10 @@ CONFIGS = {
     # of the paper's appendix nets; also a candidate for the slides' MSE column, 1,372 against our conv AVAE's 262)
     "AVAE, conv nets, decoder width 0.25": ("AVAE", {"net": "conv", "decoder_width": 0.25}),
     "AVAE, conv nets, decoder width 0.5": ("AVAE", {"net": "conv", "decoder_width": 0.5}),
-    # and the observation variance, which lifts the MLP AVAE by 8 points (0.5 -> 0.05, rows above)
+    # and the observation variance, which lifts the MLP AVAE by 8 points (0.5 -> 0.05, rows above); on the conv
+    # nets it lowers the probe (90.8 %), so the other way too, which also moves the MSE towards the slides' column
     "AVAE, conv nets, variance 0.05": ("AVAE", {"net": "conv", "variance": 0.05}),
+    "AVAE, conv nets, variance 2": ("AVAE", {"net": "conv", "variance": 2.0}),
 }
 # trained elsewhere, measured here the same way when present
 CONV = Path("docs/results/autoencoding-vae/conv/models")
