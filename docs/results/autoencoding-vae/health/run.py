@@ -74,8 +74,9 @@ CHECKPOINTS = {"VAE, released, 119 epochs (the standard preset's)": Path("docs/r
                **{f"{v}, conv nets, 24 epochs (the conv preset's)": CONV / v for v in CONV_SHORT}}
 # Training length, a candidate for the conv models' clean-accuracy gap: the conv preset's models trained on
 # (each checkpoint copied once into --models, then resumed: constant learning rate, the optimizer's state and
-# the per-epoch data order carried over, so epoch 48 is a 48-epoch run), measured at each length; the AVAE
-# first and furthest. name -> (variant, model fields changed, epochs, the run it continues)
+# the per-epoch data order carried over, so epoch 48 is a 48-epoch run; trained from the start where the conv
+# preset's checkpoint is absent), measured at each length; the AVAE first and furthest.
+# name -> (variant, model fields changed, epochs, the run it continues)
 LONGER = {**{f"AVAE, conv nets, {n} epochs": ("AVAE", {"net": "conv"}, n, CONV / "AVAE") for n in (36, 48)},
           **{f"{v}, conv nets, 36 epochs": (v, {"net": "conv"}, 36, CONV / v) for v in CONV_SHORT[1:]}}
 SLIDES = {"VAE": {"clean digit %": 93.8, "MSE (0-255)": 1369.2}, "AVAE": {"clean digit %": 97.3, "MSE (0-255)": 1371.9},
@@ -126,16 +127,17 @@ def measure(args) -> None:
         if name in have:
             continue
         run = Path(args.models) / slug(name if base is None else f"{base.parent.parent.name} {base.name} continued")
-        if base is not None and not (run / checkpoint.FILENAME).exists():
-            if not (base / "loss_curve.png").exists():  # absent, or still training
-                continue
+        continued = base is not None and (base / "loss_curve.png").exists()  # absent, or still training: not
+        if continued and not (run / checkpoint.FILENAME).exists():
             run.mkdir(parents=True, exist_ok=True)
             with atomic_path(run / checkpoint.FILENAME) as tmp:  # an interrupted copy leaves no half checkpoint
                 shutil.copyfile(base / checkpoint.FILENAME, tmp)
+        # with no conv preset checkpoint to continue (a fresh clone), the same run is trained from the start: same
+        # config, seed and per-epoch data order as the conv preset's, so only the wall time differs
         model = fit("autoencoding-vae", {**model_config(preset, variant), **changes}, grey, val,
                     replace(config, epochs=epochs), run, resume=True, progress=not args.quiet)
         keep({"model": name, "variant": variant, **changes, "epochs": epochs, "steps": epochs * steps_per_epoch,
-              **({"continues": str(base)} if base else {}), **measurements(model, run, test, probe_digits)})
+              **({"continues": str(base)} if continued else {}), **measurements(model, run, test, probe_digits)})
 
 
 def render() -> None:
