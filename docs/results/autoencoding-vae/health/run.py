@@ -133,8 +133,8 @@ def measure(args) -> None:
             run.mkdir(parents=True, exist_ok=True)
             with atomic_path(run / checkpoint.FILENAME) as tmp:  # an interrupted copy leaves no half checkpoint
                 shutil.copyfile(base / checkpoint.FILENAME, tmp)
-        # with no conv preset checkpoint to continue (a fresh clone), the same run is trained from the start: same
-        # config, seed and per-epoch data order as the conv preset's, so only the wall time differs
+        # with no conv preset checkpoint to continue (a fresh clone), the run is trained from the start: the conv
+        # preset's config, seed and per-epoch data order, so the same run up to floating-point rounding, only longer
         model = fit("autoencoding-vae", {**model_config(preset, variant), **changes}, grey, val,
                     replace(config, epochs=epochs), run, resume=True, progress=not args.quiet)
         keep({"model": name, "variant": variant, **changes, "epochs": epochs, "steps": epochs * steps_per_epoch,
