@@ -128,7 +128,7 @@ def measure(args) -> None:
         if name in have:
             continue
         run = Path(args.models) / slug(name if base is None else f"{base.parent.parent.name} {base.name} continued")
-        continued = base is not None and (base / "loss_curve.png").exists()  # absent, or still training: not
+        continued = base is not None and (base / "loss_curve.png").exists()  # the conv preset's run, finished
         if continued and not (run / checkpoint.FILENAME).exists():
             run.mkdir(parents=True, exist_ok=True)
             with atomic_path(run / checkpoint.FILENAME) as tmp:  # an interrupted copy leaves no half checkpoint
