@@ -255,13 +255,19 @@ def test_bad_config_is_one_clear_error():
         AutoencodingVAEConfig(decoder_width=0.5).validate()  # the MLP nets have no width switch
     with pytest.raises(AvaeError, match="decoder_width"):
         AutoencodingVAEConfig(net="conv", decoder_width=0.0).validate()
+    with pytest.raises(AvaeError, match="encoder_width"):
+        AutoencodingVAEConfig(encoder_width=2.0).validate()
 
 
-def test_decoder_width_shrinks_the_conv_decoder_only_and_round_trips(tmp_path, colored):
+def test_net_widths_scale_one_conv_net_each_and_round_trip(tmp_path, colored):
     full, small = small_model(net="conv"), small_model(net="conv", decoder_width=0.25)
+    wide = small_model(net="conv", encoder_width=2.0)
     count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
     assert count(small.encoder) == count(full.encoder)
     assert count(small.decoder) < count(full.decoder) / 4
+    assert count(wide.decoder) == count(full.decoder)
+    assert count(wide.encoder) > 3 * count(full.encoder)  # conv weights grow with the square of the width
+    assert wide.encode(colored.images[:4])[0].shape == (4, full.config.latent)
     x = colored.images[:4]
     assert small.decode(small.encode(x)[0]).shape == x.shape
     avae.save(small, tmp_path / "run")

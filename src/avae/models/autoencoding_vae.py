@@ -73,6 +73,7 @@ class AutoencodingVAEConfig:
     # conv nets only: the decoder's channel counts times this (a NeurIPS reviewer describes the paper's appendix
     # nets as a decoder much smaller than the encoder; 0.25 has a tenth of the encoder's weights)
     decoder_width: float = 1.0
+    encoder_width: float = 1.0  # conv nets only: the encoder's channel counts times this (a larger encoder)
     likelihood: str = "gaussian"
     variance: float = 0.5  # nu
     output: str = "sigmoid"
@@ -109,9 +110,11 @@ class AutoencodingVAEConfig:
             raise AvaeError(f"{where}: 'latent' and 'channels' must be positive and 'variance' > 0")
         if self.net == "conv" and (self.image_size < 4 or self.image_size % 4):
             raise AvaeError(f"{where}: the conv net needs 'image_size' divisible by 4, got {self.image_size}")
-        if self.decoder_width <= 0 or (self.net != "conv" and self.decoder_width != 1):
-            raise AvaeError(f"{where}: field 'decoder_width' must be > 0 and scales the conv decoder only "
-                            f"(net 'conv'), got {self.decoder_width} with net {self.net!r}")
+        for field in ("decoder_width", "encoder_width"):
+            width = getattr(self, field)
+            if width <= 0 or (self.net != "conv" and width != 1):
+                raise AvaeError(f"{where}: field '{field}' must be > 0 and scales the conv nets only "
+                                f"(net 'conv'), got {width} with net {self.net!r}")
         if self.init not in INITS:
             raise AvaeError(f"{where}: field 'init' must be one of {', '.join(INITS)}, got {self.init!r}")
         if not 0 <= self.rho < 1:
@@ -177,9 +180,11 @@ class AutoencodingVAE(VAE):
         LatentVariableModel.__init__(self)
         self.config = c = config or AutoencodingVAEConfig()
         hidden = {"hidden": MLP_HIDDEN} if c.net == "mlp" else {}
-        width = {"width": c.decoder_width} if c.net == "conv" else {}
-        self.encoder = ENCODERS[c.net](c.channels, c.image_size, 2 * c.latent, **hidden)
-        self.decoder = DECODERS[c.net](c.latent, c.channels, c.image_size, **hidden, **width)
+        conv = c.net == "conv"
+        self.encoder = ENCODERS[c.net](c.channels, c.image_size, 2 * c.latent, **hidden,
+                                       **({"width": c.encoder_width} if conv else {}))
+        self.decoder = DECODERS[c.net](c.latent, c.channels, c.image_size, **hidden,
+                                       **({"width": c.decoder_width} if conv else {}))
         if c.init == "released":
             released_init_(self)
 

@@ -4,8 +4,9 @@ after Schott et al. 2018).
 Encoder: conv 32 (5x5) -> 32 (4x4, stride 2) -> 64 (3x3, stride 2) -> 16 (5x5), ELU and batch
 norm after the first three, then a linear layer to the posterior mean and log-variance.
 Decoder: linear -> transposed conv 32 (5x5) -> 16 (4x4, stride 2) -> 16 (4x4, stride 2) -> C (5x5),
-ELU and batch norm after the first three. Paddings keep any image size divisible by 4. The decoder's
-``width`` scales its channel counts (1: the Affine VAE paper's), for a decoder smaller than the encoder.
+ELU and batch norm after the first three. Paddings keep any image size divisible by 4. Each net's
+``width`` scales its channel counts (1: the Affine VAE paper's), for a decoder smaller than the encoder
+or an encoder larger than the decoder.
 """
 from __future__ import annotations
 
@@ -18,18 +19,19 @@ def _block(conv: nn.Module, channels: int) -> nn.Sequential:
 
 
 class ConvEncoder(nn.Module):
-    """(N, C, S, S) -> (N, out_features)."""
+    """(N, C, S, S) -> (N, out_features); every channel count times ``width``."""
 
-    def __init__(self, channels: int, image_size: int, out_features: int):
+    def __init__(self, channels: int, image_size: int, out_features: int, width: float = 1.0):
         super().__init__()
+        c32, c64, last = (max(1, round(n * width)) for n in (32, 64, 16))
         self.body = nn.Sequential(
-            _block(nn.Conv2d(channels, 32, 5, padding=2), 32),
-            _block(nn.Conv2d(32, 32, 4, stride=2, padding=1), 32),
-            _block(nn.Conv2d(32, 64, 3, stride=2, padding=1), 64),
-            nn.Conv2d(64, 16, 5, padding=2),
+            _block(nn.Conv2d(channels, c32, 5, padding=2), c32),
+            _block(nn.Conv2d(c32, c32, 4, stride=2, padding=1), c32),
+            _block(nn.Conv2d(c32, c64, 3, stride=2, padding=1), c64),
+            nn.Conv2d(c64, last, 5, padding=2),
             nn.Flatten(),
         )
-        self.head = nn.Linear(16 * (image_size // 4) ** 2, out_features)
+        self.head = nn.Linear(last * (image_size // 4) ** 2, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
