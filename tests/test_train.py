@@ -117,6 +117,26 @@ def test_resume_from_finished_run_adds_nothing(runs, small):
     assert _states_equal(checkpoint.read(dirs["A"])["state_dict"], before)
 
 
+def test_a_checkpoint_older_than_a_config_field_resumes_with_its_default(runs, small, tmp_path):
+    """A field added to the model's config after a run began (absent from its checkpoint) counts as its
+    default: the run resumes and equals the uninterrupted one; a changed value still refuses."""
+    import shutil
+
+    from avae.errors import AvaeError
+
+    dirs, _, _ = runs
+    train, val = small
+    old = tmp_path / "old"
+    shutil.copytree(dirs["C"], old)
+    payload = checkpoint.read(old)
+    del payload["config"]["output"]  # as if written before the field existed
+    torch.save(payload, old / checkpoint.FILENAME)
+    with pytest.raises(AvaeError, match="different settings"):
+        fit("vae", {**MODEL, "output": "linear"}, train, val, _config(2), old, resume=True, progress=False)
+    fit("vae", MODEL, train, val, _config(2), old, resume=True, progress=False)
+    assert _states_equal(checkpoint.read(old)["state_dict"], checkpoint.read(dirs["A"])["state_dict"])
+
+
 def test_a_run_resumes_only_on_the_data_it_began_with(runs, small):
     """A finished run on 128 digits is not taken for a finished run on 64 (one line, nothing trained)."""
     from avae.errors import AvaeError

@@ -183,7 +183,10 @@ def _check_resumable(payload: dict, model_name: str, model, config: TrainConfig,
     defaults = config_to_dict(TrainConfig())
     mismatch = [k for k, v in config_to_dict(config).items()
                 if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v]
-    if payload["model"] != model_name or payload["config"] != config_to_dict(model.config) or mismatch:
+    # a field added to the model's config since the checkpoint was written counts as its default, like the
+    # training fields above (the model's load() does the same)
+    saved_model = {**config_to_dict(type(model.config)()), **payload["config"]}
+    if payload["model"] != model_name or saved_model != config_to_dict(model.config) or mismatch:
         raise AvaeError(
             f"{ckpt_file}: --resume with different settings (checkpoint: {payload['model']} "
             f"{payload['config']}, training {saved}); rerun with the same options"
