@@ -7,7 +7,7 @@ the conv nets the paper's appendix describes, the observation variance, the nois
 remaining gap has two more, training length (the conv preset's short models trained on to 36 epochs, the AVAE
 to 48) and a conv decoder much smaller than the encoder (channel counts times 0.25 or 0.5); the variance is
 tried on the conv AVAE too, and so are the released code's flag defaults (latent 32, rho 0.8) where its README
-command says 64 and 0.975. This trains the VAE (and the AVAE where named) under each, with everything else as
+command says 64 and 0.975, a larger latent (128, which lifts the AVAE) and a larger encoder. This trains the VAE (and the AVAE where named) under each, with everything else as
 the `standard` preset (same data, split, recolouring, loop `avae.train.fit`, seed), for the same number of epochs (the
 continued conv models aside), and measures the report's health
 numbers on the same 2,000 coloured test digits: KL, active dimensions, the slides' MSE column (per-pixel,
