@@ -73,6 +73,7 @@ CONFIGS = {
     "AVAE, conv nets, encoder width 2": ("AVAE", {"net": "conv", "encoder_width": 2.0}),
     # does the larger latent lift the other short AVAE too (93.8 % at latent 64, 24 epochs)?
     "AVAE-sampled, conv nets, latent 128": ("AVAE-sampled", {"net": "conv", "latent": 128}),
+    "SE-AVAE_0.2, conv nets, latent 128": ("SE-AVAE_0.2", {"net": "conv", "latent": 128}),
 }
 # trained elsewhere, measured here the same way when present
 CONV = Path("docs/results/autoencoding-vae/conv/models")
