@@ -267,8 +267,8 @@ def test_net_widths_scale_one_conv_net_each_and_round_trip(tmp_path, colored):
     assert count(small.decoder) < count(full.decoder) / 4
     assert count(wide.decoder) == count(full.decoder)
     assert count(wide.encoder) > 3 * count(full.encoder)  # conv weights grow with the square of the width
-    assert wide.encode(colored.images[:4])[0].shape == (4, full.config.latent)
     x = colored.images[:4]
+    assert wide.encode(x)[0].shape == (4, full.config.latent)
     assert small.decode(small.encode(x)[0]).shape == x.shape
     avae.save(small, tmp_path / "run")
     loaded = avae.load(tmp_path / "run")

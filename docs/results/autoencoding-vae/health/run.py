@@ -10,8 +10,8 @@ tried on the conv AVAE too, and so are the released code's flag defaults (latent
 command says 64 and 0.975, and a larger latent (128, which lifts the AVAE) or encoder. This trains the VAE (and
 the variant named) under each, with everything else as the `standard` preset (same data, split, recolouring,
 loop `avae.train.fit`, seed), for the same number of epochs (the continued models aside), and measures the
-report's health numbers on the same 2,000 coloured test digits: KL, active dimensions, the slides' MSE column (per-pixel,
-0-255 scale) and the clean accuracy of the report's linear probe on the encoder means (standardised
+report's health numbers on the same 2,000 coloured test digits: KL, active dimensions, the slides' MSE column
+(per-pixel, 0-255 scale) and the clean accuracy of the report's linear probe on the encoder means (standardised
 logistic regression fitted on 10,000 training digits, seeded colours).
 
     python docs/results/autoencoding-vae/health/run.py --data-dir ../shared/data/mnist --threads 2
@@ -139,18 +139,17 @@ def measure(args) -> None:
     for name, (variant, changes, epochs, base) in {**trainings, **LONGER}.items():
         if name in have or (args.only and name not in args.only):
             continue
-        if isinstance(base, str):  # a row of CONFIGS: its run, finished, under --models
+        own = base is None or isinstance(base, str)  # a run of this script's, named after its row
+        run = Path(args.models) / slug(name if own else f"{base.parent.parent.name} {base.name} continued")
+        if isinstance(base, str):  # a row of CONFIGS: its run under --models
             base = Path(args.models) / slug(base)
-            run = Path(args.models) / slug(name)
-        else:
-            run = Path(args.models) / slug(name if base is None else f"{base.parent.parent.name} {base.name} continued")
         continued = base is not None and (base / "loss_curve.png").exists()  # the run it continues, finished
         if continued and not (run / checkpoint.FILENAME).exists():
             run.mkdir(parents=True, exist_ok=True)
             with atomic_path(run / checkpoint.FILENAME) as tmp:  # an interrupted copy leaves no half checkpoint
                 shutil.copyfile(base / checkpoint.FILENAME, tmp)
-        # with no conv preset checkpoint to continue (a fresh clone), the run is trained from the start: the conv
-        # preset's config, seed and per-epoch data order, so the same run up to floating-point rounding, only longer
+        # with no finished run to continue (a fresh clone), the run is trained from the start: the same config, seed
+        # and per-epoch data order, so the same run up to floating-point rounding, only longer
         model = fit("autoencoding-vae", {**model_config(preset, variant), **changes}, grey, val,
                     replace(config, epochs=epochs), run, resume=True, progress=not args.quiet)
         keep({"model": name, "variant": variant, **changes, "epochs": epochs, "steps": epochs * steps_per_epoch,
