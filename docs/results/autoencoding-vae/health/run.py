@@ -78,6 +78,11 @@ CONFIGS = {
     # lift the five models trained with both? (about 95 and 130 minutes at 2 threads)
     "SE_0.1, conv nets": ("SE_0.1", {"net": "conv"}),
     "SE-AVAE_0.1, conv nets": ("SE-AVAE_0.1", {"net": "conv"}),
+    # the two AVAEs still 0.5 and 0.7 points short at latent 128 after length: is that run-to-run spread? The same
+    # rows with the training seed moved (initialisation, data order, per-batch colours; data, probe and test
+    # digits as every row); "seed" is the training loop's, not a model field
+    "AVAE-sampled, conv nets, latent 128, seed 1": ("AVAE-sampled", {"net": "conv", "latent": 128, "seed": 1}),
+    "SE-AVAE_0.2, conv nets, latent 128, seed 1": ("SE-AVAE_0.2", {"net": "conv", "latent": 128, "seed": 1}),
 }
 # trained elsewhere, measured here the same way when present
 CONV = Path("docs/results/autoencoding-vae/conv/models")
@@ -105,20 +110,33 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
 
 
-def measurements(model, run: Path, test, probe_digits) -> dict:
+# The same probe scored on all 10,000 test digits (colours seeded likewise): a fifth of the sampling error of the
+# 2,000 (about 0.2 against 0.4 points at 96 %), for rows within a point of the goal
+FULL = "clean digit % (10,000 test digits)"
+
+
+def measurements(model, run: Path, test, probe_digits, test_all) -> dict:
     """The report's health numbers and clean linear-probe accuracy of one trained model."""
     head = linear_probe(encoder_means(model, probe_digits.images), probe_digits.labels)
     clean = accuracy(EncoderClassifier(model, head), test.images, test.labels).mean().item()
+    clean_all = accuracy(EncoderClassifier(model, head), test_all.images, test_all.labels).mean().item()
     h = health(model, test)
     return {"kl": h["latent"]["kl"]["mean"], "active dims": h["latent"]["active_dims"],
             "mse 0-255": h["mse_0_255"]["mean"], "summed squared error": h["summed_squared_error"]["mean"],
-            "clean digit %": 100 * clean, "training seconds": training_seconds(run)}
+            "clean digit %": 100 * clean, FULL: 100 * clean_all, "training seconds": training_seconds(run)}
+
+
+def run_path(models: Path, name: str, base) -> Path:
+    """Where the row ``name`` trains (``base``: the run it continues, as in LONGER, or None)."""
+    own = base is None or isinstance(base, str)  # a run of this script's, named after its row
+    return models / slug(name if own else f"{base.parent.parent.name} {base.name} continued")
 
 
 def measure(args) -> None:
     torch.set_num_threads(args.threads)
     preset = replace(PRESETS["standard"], epochs=EPOCHS)
     train, val, test, grey = datasets(preset, args.data_dir, seed=0)
+    test_all = datasets(replace(preset, test_images=None), args.data_dir, seed=0)[2]
     probe_digits = train.take(preset.probe_images, seed=0)
     results = HERE / "health.json"
     done = json.loads(results.read_text()) if results.exists() else {"rows": []}
@@ -128,7 +146,8 @@ def measure(args) -> None:
                          regime=preset.regime)
 
     def keep(row: dict) -> None:  # after every model: an interrupted run keeps what it measured
-        done["rows"].append(row)
+        if row not in done["rows"]:
+            done["rows"].append(row)
         done.update(provenance(), data={"train": grey.describe(), "test": test.describe(),
                                         "probe": probe_digits.describe()}, epochs=EPOCHS)
         write_json(results, done)
@@ -139,13 +158,27 @@ def measure(args) -> None:
             continue
         epochs = len(json.loads((run / "metrics.json").read_text())["history"])
         keep({"model": name, "variant": name.split(",")[0], "checkpoint": str(run), "epochs": epochs,
-              "steps": epochs * steps_per_epoch, **measurements(avae.load(run), run, test, probe_digits)})
+              "steps": epochs * steps_per_epoch, **measurements(avae.load(run), run, test, probe_digits, test_all)})
     trainings = {name: (variant, changes, EPOCHS, None) for name, (variant, changes) in CONFIGS.items()}
-    for name, (variant, changes, epochs, base) in {**trainings, **LONGER}.items():
-        if name in have or (args.only and name not in args.only):
+    rows = {**trainings, **LONGER}
+    # rows measured before FULL existed: scored on the 10,000 too where their finished model is still at hand
+    for row in done["rows"]:
+        run = Path(row["checkpoint"]) if "checkpoint" in row else (
+            run_path(Path(args.models), row["model"], rows[row["model"]][3]) if row["model"] in rows else None)
+        if FULL in row or run is None or not (run / "loss_curve.png").exists() or \
+                len(json.loads((run / "metrics.json").read_text())["history"]) != row["epochs"]:
+            continue  # absent, or trained on past this row's length
+        again = measurements(avae.load(run), run, test, probe_digits, test_all)
+        if abs(again["clean digit %"] - row["clean digit %"]) > 0.1:  # not the model the row measured
+            print(f"{row['model']}: {run} reads {again['clean digit %']:.1f} % on the 2,000, the row "
+                  f"{row['clean digit %']:.1f}; not scored on the 10,000", flush=True)
             continue
-        own = base is None or isinstance(base, str)  # a run of this script's, named after its row
-        run = Path(args.models) / slug(name if own else f"{base.parent.parent.name} {base.name} continued")
+        row[FULL] = again[FULL]
+        keep(row)
+    for name, (variant, changes, epochs, base) in rows.items():
+        if name in have or (args.only and name not in args.only) or args.no_train:
+            continue
+        run = run_path(Path(args.models), name, base)
         if isinstance(base, str):  # a row of CONFIGS: its run under --models
             base = Path(args.models) / slug(base)
         continued = base is not None and (base / "loss_curve.png").exists()  # the run it continues, finished
@@ -155,30 +188,36 @@ def measure(args) -> None:
                 shutil.copyfile(base / checkpoint.FILENAME, tmp)
         # with no finished run to continue (a fresh clone), the run is trained from the start: the same config, seed
         # and per-epoch data order, so the same run up to floating-point rounding, only longer
-        model = fit("autoencoding-vae", {**model_config(preset, variant), **changes}, grey, val,
-                    replace(config, epochs=epochs), run, resume=True, progress=not args.quiet)
+        fields = {k: v for k, v in changes.items() if k != "seed"}
+        model = fit("autoencoding-vae", {**model_config(preset, variant), **fields}, grey, val,
+                    replace(config, epochs=epochs, seed=changes.get("seed", config.seed)), run, resume=True,
+                    progress=not args.quiet)
         keep({"model": name, "variant": variant, **changes, "epochs": epochs, "steps": epochs * steps_per_epoch,
-              **({"continues": str(base)} if continued else {}), **measurements(model, run, test, probe_digits)})
+              **({"continues": str(base)} if continued else {}),
+              **measurements(model, run, test, probe_digits, test_all)})
 
 
 def render() -> None:
     m = json.loads((HERE / "health.json").read_text())
     rows = [{"model": r["model"], "steps": f"{r['steps']:,}", "KL (nats)": f"{r['kl']:.1f}", "active dims": r["active dims"],
              "MSE (0-255, per pixel)": f"{r['mse 0-255']:.0f}", "clean digit % (linear probe on mu)":
-             f"{r['clean digit %']:.1f}", "training minutes": f"{r['training seconds'] / 60:.1f}"} for r in m["rows"]]
+             f"{r['clean digit %']:.1f}", "on all 10,000 test digits": f"{r[FULL]:.1f}" if FULL in r else "-",
+             "training minutes": f"{r['training seconds'] / 60:.1f}"} for r in m["rows"]]
     rows += [{"model": f"slides' {k}", "steps": "102,000", "KL (nats)": "-", "active dims": "-", "MSE (0-255, per pixel)": f"{v['MSE (0-255)']}",
-              "clean digit % (linear probe on mu)": f"{v['clean digit %']}", "training minutes": "-"}
+              "clean digit % (linear probe on mu)": f"{v['clean digit %']}", "on all 10,000 test digits": "-",
+              "training minutes": "-"}
              for k, v in SLIDES.items()]
     d = m["data"]
     text = [
         "# Autoencoding VAE: what makes the models healthy on full ColorMNIST (issue 21)\n",
         f"Every model: the `standard` preset's data and loop ({d['train']['n_images']:,} full-MNIST training digits "
-        f"recoloured in every batch, Adam 1e-4, batch 64, seed 0) for {m['epochs']} epochs "
+        f"recoloured in every batch, Adam 1e-4, batch 64, training seed 0 unless the row names another) for {m['epochs']} epochs "
         f"({m['rows'][0]['steps']:,} steps, a fifth of the released run; other lengths where the row says so: the "
         "standard preset's models at the released length, the conv preset's models trained on), one change at a time, "
         "named in the model column; "
         f"{d['test']['n_images']:,} coloured test digits; the report's linear probe fitted on "
-        f"{d['probe']['n_images']:,} training digits. Measured {m['date']} on {m['machine']['cpu']}, "
+        f"{d['probe']['n_images']:,} training digits, scored also on all 10,000 test digits (same probe, colours seeded "
+        "likewise; \"-\": the row's model is no longer at hand). Measured {m['date']} on {m['machine']['cpu']}, "
         f"{m['machine']['threads']} threads, torch {m['versions']['torch']}.\n",
         markdown_table(rows),
         "",
@@ -195,6 +234,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--render", action="store_true", help="only write README.md from health.json")
+    p.add_argument("--no-train", action="store_true",
+                   help="train nothing: only score the finished models at hand on the 10,000 test digits")
     p.add_argument("--only", action="append", metavar="ROW",
                    help="train and measure only this row (the model column's name; repeatable); default: every row")
     a = p.parse_args()
