@@ -146,8 +146,11 @@ def measure(args) -> None:
                          regime=preset.regime)
 
     def keep(row: dict) -> None:  # after every model: an interrupted run keeps what it measured
-        if row not in done["rows"]:
-            done["rows"].append(row)
+        # merged with the file as it is now, so that runs of this script side by side (--only) keep each other's rows
+        rows = {r["model"]: r for r in (json.loads(results.read_text())["rows"] if results.exists() else [])}
+        for r in (*done["rows"], row):
+            rows[r["model"]] = {**rows.get(r["model"], {}), **r}
+        done["rows"] = list(rows.values())
         done.update(provenance(), data={"train": grey.describe(), "test": test.describe(),
                                         "probe": probe_digits.describe()}, epochs=EPOCHS)
         write_json(results, done)
