@@ -220,7 +220,8 @@ def render() -> None:
         "named in the model column; "
         f"{d['test']['n_images']:,} coloured test digits; the report's linear probe fitted on "
         f"{d['probe']['n_images']:,} training digits, scored also on all 10,000 test digits (same probe, colours seeded "
-        "likewise; \"-\": the row's model is no longer at hand). Measured {m['date']} on {m['machine']['cpu']}, "
+        "likewise; \"-\": the row's model is no longer at hand). "
+        f"Measured {m['date']} on {m['machine']['cpu']}, "
         f"{m['machine']['threads']} threads, torch {m['versions']['torch']}.\n",
         markdown_table(rows),
         "",
