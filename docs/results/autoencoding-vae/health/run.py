@@ -115,15 +115,19 @@ def slug(name: str) -> str:
 FULL = "clean digit % (10,000 test digits)"
 
 
+def probe_accuracies(model, test, probe_digits, test_all) -> dict:
+    """Clean accuracy of the report's linear probe on the encoder means, on the 2,000 and on the 10,000."""
+    head = linear_probe(encoder_means(model, probe_digits.images), probe_digits.labels)
+    return {key: 100 * accuracy(EncoderClassifier(model, head), d.images, d.labels).mean().item()
+            for key, d in (("clean digit %", test), (FULL, test_all))}
+
+
 def measurements(model, run: Path, test, probe_digits, test_all) -> dict:
     """The report's health numbers and clean linear-probe accuracy of one trained model."""
-    head = linear_probe(encoder_means(model, probe_digits.images), probe_digits.labels)
-    clean = accuracy(EncoderClassifier(model, head), test.images, test.labels).mean().item()
-    clean_all = accuracy(EncoderClassifier(model, head), test_all.images, test_all.labels).mean().item()
     h = health(model, test)
     return {"kl": h["latent"]["kl"]["mean"], "active dims": h["latent"]["active_dims"],
             "mse 0-255": h["mse_0_255"]["mean"], "summed squared error": h["summed_squared_error"]["mean"],
-            "clean digit %": 100 * clean, FULL: 100 * clean_all, "training seconds": training_seconds(run)}
+            **probe_accuracies(model, test, probe_digits, test_all), "training seconds": training_seconds(run)}
 
 
 def run_path(models: Path, name: str, base) -> Path:
@@ -171,7 +175,7 @@ def measure(args) -> None:
         if FULL in row or run is None or not (run / "loss_curve.png").exists() or \
                 len(json.loads((run / "metrics.json").read_text())["history"]) != row["epochs"]:
             continue  # absent, or trained on past this row's length
-        again = measurements(avae.load(run), run, test, probe_digits, test_all)
+        again = probe_accuracies(avae.load(run), test, probe_digits, test_all)  # health rows are kept as measured
         if abs(again["clean digit %"] - row["clean digit %"]) > 0.1:  # not the model the row measured
             print(f"{row['model']}: {run} reads {again['clean digit %']:.1f} % on the 2,000, the row "
                   f"{row['clean digit %']:.1f}; not scored on the 10,000", flush=True)
