@@ -103,7 +103,7 @@ LONGER = {**{f"AVAE, conv nets, {n} epochs": ("AVAE", {"net": "conv"}, n, CONV /
           # the one change that lifted the AVAEs at 24 epochs (AVAE 94.3 -> 95.6 %), trained on like the default
           **{f"{v}, conv nets, latent 128, 36 epochs": (v, {"net": "conv", "latent": 128}, 36,
                                                         f"{v}, conv nets, latent 128")
-             for v in ("AVAE", "AVAE-sampled", "SE-AVAE_0.2")}}
+             for v in ("AVAE", "AVAE-sampled", "SE-AVAE_0.2", "SE-AVAE_0.1")}}
 SLIDES = {"VAE": {"clean digit %": 93.8, "MSE (0-255)": 1369.2}, "AVAE": {"clean digit %": 97.3, "MSE (0-255)": 1371.9},
           "SE_0.2": {"clean digit %": 95.7, "MSE (0-255)": "-"}, "SE-AVAE_0.2": {"clean digit %": 97.6, "MSE (0-255)": "-"}}
 
