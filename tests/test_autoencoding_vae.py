@@ -539,6 +539,9 @@ def test_probe_folds_its_standardisation_into_the_torch_layer():
     fitted = LogisticRegression(max_iter=5000).fit(((x - x.mean(0)) / std).numpy(), labels.numpy())
     expected = fitted.predict_proba(((x - x.mean(0)) / std).numpy())
     assert np.allclose(torch.softmax(head(features).double(), 1).numpy(), expected, atol=1e-4)
+    # C is the inverse L2 strength: a stronger penalty shrinks the standardised weights
+    strong, weak = linear_probe(features, labels, C=0.01), linear_probe(features, labels, C=100.0)
+    assert (strong.weight * std.float()).norm() < 0.5 * (head.weight * std.float()).norm() < (weak.weight * std.float()).norm()
 
 
 def test_released_init_is_haiku_default_and_usage_counts_active_dims(colored):

@@ -247,8 +247,8 @@ def encoder_means(model, images: torch.Tensor, batch_size: int = 2000) -> torch.
 PROBE_MAX_ITER = 5000
 
 
-def linear_probe(features: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> nn.Linear:
-    """Logistic regression (scikit-learn, lbfgs, C = 1) on ``features`` standardised with the training
+def linear_probe(features: torch.Tensor, labels: torch.Tensor, seed: int = 0, C: float = 1.0) -> nn.Linear:
+    """Logistic regression (scikit-learn, lbfgs, inverse L2 strength ``C``) on ``features`` standardised with the training
     features' mean and standard deviation, returned as a torch linear layer on the *raw* features (the
     standardisation folded into its weights) so that attacks can differentiate through it. The layer's
     ``iterations`` and ``converged`` attributes say how lbfgs ended.
@@ -260,7 +260,7 @@ def linear_probe(features: torch.Tensor, labels: torch.Tensor, seed: int = 0) ->
     x = features.double()
     mean, std = x.mean(0), x.std(0)
     std = torch.where(std > 1e-12, std, torch.ones_like(std))  # constant features stay constant
-    fitted = LogisticRegression(max_iter=PROBE_MAX_ITER, random_state=seed).fit(((x - mean) / std).numpy(),
+    fitted = LogisticRegression(C=C, max_iter=PROBE_MAX_ITER, random_state=seed).fit(((x - mean) / std).numpy(),
                                                                                  labels.numpy())
     classes = fitted.classes_
     weight = torch.tensor(fitted.coef_, dtype=torch.float64) / std
