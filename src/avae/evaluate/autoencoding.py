@@ -248,8 +248,8 @@ PROBE_MAX_ITER = 5000
 
 
 def linear_probe(features: torch.Tensor, labels: torch.Tensor, seed: int = 0, C: float = 1.0) -> nn.Linear:
-    """Logistic regression (scikit-learn, lbfgs, inverse L2 strength ``C``) on ``features`` standardised with the training
-    features' mean and standard deviation, returned as a torch linear layer on the *raw* features (the
+    """Logistic regression (scikit-learn, lbfgs, inverse L2 strength ``C``) on ``features`` standardised with
+    the training features' mean and standard deviation, returned as a torch linear layer on the *raw* features (the
     standardisation folded into its weights) so that attacks can differentiate through it. The layer's
     ``iterations`` and ``converged`` attributes say how lbfgs ended.
 
@@ -261,7 +261,7 @@ def linear_probe(features: torch.Tensor, labels: torch.Tensor, seed: int = 0, C:
     mean, std = x.mean(0), x.std(0)
     std = torch.where(std > 1e-12, std, torch.ones_like(std))  # constant features stay constant
     fitted = LogisticRegression(C=C, max_iter=PROBE_MAX_ITER, random_state=seed).fit(((x - mean) / std).numpy(),
-                                                                                 labels.numpy())
+                                                                                      labels.numpy())
     classes = fitted.classes_
     weight = torch.tensor(fitted.coef_, dtype=torch.float64) / std
     bias = torch.tensor(fitted.intercept_, dtype=torch.float64) - weight @ mean
