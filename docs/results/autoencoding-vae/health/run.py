@@ -34,7 +34,6 @@ from pathlib import Path
 import torch
 
 import avae
-from avae.attacks import EncoderClassifier, accuracy
 from avae.evaluate.autoencoding import (PRESETS, datasets, encoder_means, health, linear_probe, model_config,
                                         training_seconds)
 from avae.io import atomic_path, write_json, write_text
@@ -121,26 +120,24 @@ FULL = "clean digit % (10,000 test digits)"
 PROBE_ALL = "clean digit % (probe on all 55,000 training digits, 10,000 test digits)"
 
 
-def probe_accuracies(model, test, probe_digits, test_all) -> dict:
-    """Clean accuracy of the report's linear probe on the encoder means, on the 2,000 and on the 10,000."""
-    head = linear_probe(encoder_means(model, probe_digits.images), probe_digits.labels)
-    return {key: 100 * accuracy(EncoderClassifier(model, head), d.images, d.labels).mean().item()
-            for key, d in (("clean digit %", test), (FULL, test_all))}
+@torch.no_grad()
+def probe_accuracies(model, train, probe_index, test, test_all) -> dict:
+    """Clean accuracy of the report's linear probe on the encoder means (fitted on the training digits at
+    ``probe_index``), on the 2,000 and on the 10,000, and of the same probe fitted on every training digit, on the
+    10,000 (:data:`PROBE_ALL`); each set encoded once."""
+    mu, test_mu, all_mu = (encoder_means(model, d.images) for d in (train, test, test_all))
+    report, every = linear_probe(mu[probe_index], train.labels[probe_index]), linear_probe(mu, train.labels)
+    return {key: 100 * (head(m).argmax(1) == d.labels).float().mean().item()
+            for key, head, m, d in (("clean digit %", report, test_mu, test), (FULL, report, all_mu, test_all),
+                                    (PROBE_ALL, every, all_mu, test_all))}
 
 
-def probe_all_accuracy(model, train, test_all) -> dict:
-    """The same probe fitted on every training digit, scored on the 10,000 (:data:`PROBE_ALL`)."""
-    head = linear_probe(encoder_means(model, train.images), train.labels)
-    return {PROBE_ALL: 100 * accuracy(EncoderClassifier(model, head), test_all.images, test_all.labels).mean().item()}
-
-
-def measurements(model, run: Path, test, probe_digits, test_all, train) -> dict:
+def measurements(model, run: Path, train, probe_index, test, test_all) -> dict:
     """The report's health numbers and clean linear-probe accuracy of one trained model."""
     h = health(model, test)
     return {"kl": h["latent"]["kl"]["mean"], "active dims": h["latent"]["active_dims"],
             "mse 0-255": h["mse_0_255"]["mean"], "summed squared error": h["summed_squared_error"]["mean"],
-            **probe_accuracies(model, test, probe_digits, test_all), **probe_all_accuracy(model, train, test_all),
-            "training seconds": training_seconds(run)}
+            **probe_accuracies(model, train, probe_index, test, test_all), "training seconds": training_seconds(run)}
 
 
 def run_path(models: Path, name: str, base) -> Path:
@@ -154,7 +151,8 @@ def measure(args) -> None:
     preset = replace(PRESETS["standard"], epochs=EPOCHS)
     train, val, test, grey = datasets(preset, args.data_dir, seed=0)
     test_all = datasets(replace(preset, test_images=None), args.data_dir, seed=0)[2]
-    probe_digits = train.take(preset.probe_images, seed=0)
+    probe_index = train.take_index(preset.probe_images, seed=0)
+    probe_digits = train.subset(probe_index)
     results = HERE / "health.json"
     done = json.loads(results.read_text()) if results.exists() else {"rows": []}
     have = {r["model"] for r in done["rows"]}
@@ -178,7 +176,7 @@ def measure(args) -> None:
             continue
         epochs = len(json.loads((run / "metrics.json").read_text())["history"])
         keep({"model": name, "variant": name.split(",")[0], "checkpoint": str(run), "epochs": epochs,
-              "steps": epochs * steps_per_epoch, **measurements(avae.load(run), run, test, probe_digits, test_all, train)})
+              "steps": epochs * steps_per_epoch, **measurements(avae.load(run), run, train, probe_index, test, test_all)})
     trainings = {name: (variant, changes, EPOCHS, None) for name, (variant, changes) in CONFIGS.items()}
     rows = {**trainings, **LONGER}
     # rows measured before FULL or PROBE_ALL existed: scored so too where their finished model is still at hand
@@ -188,14 +186,13 @@ def measure(args) -> None:
         if (FULL in row and PROBE_ALL in row) or run is None or not (run / "loss_curve.png").exists() or \
                 len(json.loads((run / "metrics.json").read_text())["history"]) != row["epochs"]:
             continue  # absent, or trained on past this row's length
-        model = avae.load(run)
-        again = probe_accuracies(model, test, probe_digits, test_all)  # health rows are kept as measured
+        again = probe_accuracies(avae.load(run), train, probe_index, test, test_all)  # rows are kept as measured
         if abs(again["clean digit %"] - row["clean digit %"]) > 0.1:  # not the model the row measured
             print(f"{row['model']}: {run} reads {again['clean digit %']:.1f} % on the 2,000, the row "
                   f"{row['clean digit %']:.1f}; not scored again", flush=True)
             continue
         row.setdefault(FULL, again[FULL])
-        row.update(probe_all_accuracy(model, train, test_all))
+        row[PROBE_ALL] = again[PROBE_ALL]
         keep(row)
     for name, (variant, changes, epochs, base) in rows.items():
         if (name in have and not args.again) or (args.only and name not in args.only) or args.no_train:
@@ -216,7 +213,7 @@ def measure(args) -> None:
                     progress=not args.quiet)
         keep({"model": name, "variant": variant, **changes, "epochs": epochs, "steps": epochs * steps_per_epoch,
               **({"continues": str(base)} if continued else {}),
-              **measurements(model, run, test, probe_digits, test_all, train)})
+              **measurements(model, run, train, probe_index, test, test_all)})
 
 
 def render() -> None:
